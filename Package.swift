@@ -1,0 +1,32 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Layering (docs/DESIGN.md): PoolSpec ─► Ruleset ─► (Kernel) ─► nftpool. Nothing below imports upward.
+let package = Package(
+    name: "nftpool",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "nftpool", targets: ["nftpool"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // The pool spec: decoding (YAML/JSON), defaults and validation. Pure.
+        .target(name: "PoolSpec", dependencies: [.product(name: "Yams", package: "Yams")]),
+        // Spec + health ─► typed nftables objects, slot tables, nft text. Pure: no kernel, no clock.
+        .target(name: "Ruleset", dependencies: ["PoolSpec"]),
+        .executableTarget(
+            name: "nftpool",
+            dependencies: [
+                "PoolSpec", "Ruleset",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "PoolSpecTests", dependencies: ["PoolSpec"]),
+        .testTarget(name: "RulesetTests", dependencies: ["Ruleset", "PoolSpec"]),
+        // Needs root, nft and network namespaces; fails (never skips) when it cannot run them.
+        .testTarget(name: "KernelAcceptanceTests", dependencies: ["Ruleset", "PoolSpec"]),
+    ]
+)

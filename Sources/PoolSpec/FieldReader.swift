@@ -1,0 +1,157 @@
+/// Reads typed values out of a SpecNode tree, recording one error per bad field and carrying on, so that a
+/// spec with five mistakes reports five lines. Every reader returns nil after recording its error.
+struct FieldReader {
+    var errors: [SpecError] = []
+
+    mutating func fail(_ path: String, _ message: String) {
+        errors.append(SpecError(path: path, message: message))
+    }
+
+    /// A mapping whose keys must all be in `allowed`; unknown keys are errors (with a suggestion).
+    mutating func mapping(_ node: SpecNode, _ path: String, allowed: [String]) -> [String: SpecNode]? {
+        guard case .mapping(let entries) = node else {
+            fail(path, "must be a mapping of fields, not \(Self.kind(of: node))")
+            return nil
+        }
+        var fields: [String: SpecNode] = [:]
+        for entry in entries {
+            let child = Self.join(path, entry.key)
+            if allowed.contains(entry.key) {
+                fields[entry.key] = entry.value
+            } else if let guess = Self.closest(entry.key, in: allowed) {
+                fail(child, "unknown field (did you mean \"\(guess)\"?)")
+            } else {
+                fail(child, "unknown field; known fields here: \(allowed.joined(separator: ", "))")
+            }
+        }
+        return fields
+    }
+
+    mutating func sequence(_ node: SpecNode, _ path: String) -> [SpecNode]? {
+        guard case .sequence(let items) = node else {
+            fail(path, "must be a list, not \(Self.kind(of: node))")
+            return nil
+        }
+        return items
+    }
+
+    mutating func string(_ node: SpecNode, _ path: String) -> String? {
+        guard case .scalar(let s) = node, !s.isNull else {
+            fail(path, "must be a string, not \(Self.kind(of: node))")
+            return nil
+        }
+        return s.text
+    }
+
+    mutating func integer(_ node: SpecNode, _ path: String, in range: ClosedRange<Int>, what: String = "a number")
+        -> Int?
+    {
+        guard case .scalar(let s) = node, !s.isNull else {
+            fail(path, "must be \(what) from \(range.lowerBound) to \(range.upperBound), not \(Self.kind(of: node))")
+            return nil
+        }
+        guard s.kind == .plain, let value = Int(s.text) else {
+            let shown = s.kind == .string ? "the string \"\(s.text)\"" : "\"\(s.text)\""
+            fail(path, "must be \(what) from \(range.lowerBound) to \(range.upperBound), not \(shown)")
+            return nil
+        }
+        guard range.contains(value) else {
+            fail(path, "\(value) is out of range (\(range.lowerBound)-\(range.upperBound))")
+            return nil
+        }
+        return value
+    }
+
+    mutating func port(_ node: SpecNode, _ path: String) -> UInt16? {
+        integer(node, path, in: 1...65535, what: "a port").map { UInt16($0) }
+    }
+
+    mutating func bool(_ node: SpecNode, _ path: String) -> Bool? {
+        if case .scalar(let s) = node, s.kind == .plain {
+            switch s.text {
+            case "true", "True", "TRUE": return true
+            case "false", "False", "FALSE": return false
+            default: break
+            }
+        }
+        fail(path, "must be true or false, not \(Self.describe(node))")
+        return nil
+    }
+
+    mutating func choice<E: RawRepresentable & CaseIterable>(_ node: SpecNode, _ path: String, as: E.Type) -> E?
+    where E.RawValue == String {
+        guard let text = string(node, path) else { return nil }
+        if let value = E(rawValue: text) { return value }
+        let names = E.allCases.map(\.rawValue)
+        fail(path, "\"\(text)\" is not one of \(names.joined(separator: ", "))")
+        return nil
+    }
+
+    mutating func address(_ node: SpecNode, _ path: String) -> IPAddress? {
+        guard let text = string(node, path) else { return nil }
+        guard let address = IPAddress(text) else {
+            fail(path, "\"\(text)\" is not an IPv4 or IPv6 address")
+            return nil
+        }
+        if address.isUnspecified || address.isLimitedBroadcast || address.isMulticast {
+            fail(path, "\"\(text)\" is not a unicast address")
+            return nil
+        }
+        if address.isIPv4Mapped {
+            fail(path, "\"\(text)\" is an IPv4-mapped IPv6 address; write the IPv4 address itself")
+            return nil
+        }
+        return address
+    }
+
+    mutating func duration(_ node: SpecNode, _ path: String) -> Duration? {
+        guard case .scalar(let s) = node, !s.isNull else {
+            fail(path, "must be a duration such as 500ms, 2s or 1m, not \(Self.kind(of: node))")
+            return nil
+        }
+        guard let d = DurationText.parse(s.text) else {
+            fail(path, "\"\(s.text)\" is not a duration (write e.g. 500ms, 2s, 1m or 1m30s)")
+            return nil
+        }
+        guard d > .zero, d <= .seconds(3600) else {
+            fail(path, "\(s.text) is out of range (1ms-1h)")
+            return nil
+        }
+        return d
+    }
+
+    static func join(_ path: String, _ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    static func kind(of node: SpecNode) -> String {
+        switch node {
+        case .mapping: return "a mapping"
+        case .sequence: return "a list"
+        case .scalar(let s) where s.isNull: return "null"
+        case .scalar(let s): return "\"\(s.text)\""
+        }
+    }
+
+    static func describe(_ node: SpecNode) -> String { kind(of: node) }
+
+    /// A known name within edit distance 2 of a misspelt one.
+    static func closest(_ word: String, in names: [String]) -> String? {
+        let scored = names.map { ($0, editDistance(word.lowercased(), $0.lowercased())) }
+        guard let best = scored.min(by: { $0.1 < $1.1 }), best.1 <= 2 else { return nil }
+        return best.0
+    }
+
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        var row = Array(0...b.count)
+        for i in 1...max(a.count, 1) where !a.isEmpty {
+            var previous = row[0]
+            row[0] = i
+            for j in stride(from: 1, through: b.count, by: 1) {
+                let current = row[j]
+                row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
+                previous = current
+            }
+        }
+        return a.isEmpty ? b.count : row[b.count]
+    }
+}

@@ -1,0 +1,123 @@
+import Foundation
+import Yams
+
+/// A parsed spec document, before it means anything: what YAML and JSON have in common. Keeping the
+/// mapping's key order and knowing whether a scalar was quoted lets validation say exactly what is wrong.
+public indirect enum SpecNode: Equatable, Sendable {
+    case mapping([Entry])
+    case sequence([SpecNode])
+    case scalar(Scalar)
+
+    public struct Entry: Equatable, Sendable {
+        public var key: String
+        public var value: SpecNode
+    }
+
+    public struct Scalar: Equatable, Sendable {
+        public enum Kind: Equatable, Sendable {
+            /// YAML plain scalar or JSON number/bool/null: its meaning comes from its text.
+            case plain
+            /// Quoted: always a string, even when it looks like a number.
+            case string
+        }
+        public var text: String
+        public var kind: Kind
+
+        public var isNull: Bool { kind == .plain && ["", "~", "null", "Null", "NULL"].contains(text) }
+    }
+}
+
+/// Turns file bytes into a SpecNode tree. Errors here are whole-document errors (path `spec`).
+enum SpecDocument {
+    static func parse(_ text: String) throws(SpecErrors) -> SpecNode {
+        let trimmed = text.drop { $0.isWhitespace || $0 == "\u{FEFF}" }
+        if trimmed.isEmpty {
+            throw SpecErrors([SpecError(path: "spec", message: "the document is empty")])
+        }
+        if trimmed.first == "{" || trimmed.first == "[" {
+            return try parseJSON(text)
+        }
+        return try parseYAML(text)
+    }
+
+    private static func parseJSON(_ text: String) throws(SpecErrors) -> SpecNode {
+        let object: Any
+        do {
+            object = try JSONSerialization.jsonObject(with: Data(text.utf8), options: [])
+        } catch {
+            let reason = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? "\(error)"
+            throw SpecErrors([SpecError(path: "spec", message: "not valid JSON: \(oneLine(reason))")])
+        }
+        return node(fromJSON: object)
+    }
+
+    private static func node(fromJSON value: Any) -> SpecNode {
+        switch value {
+        case let dict as [String: Any]:
+            // JSONSerialization loses key order; sort for deterministic error order.
+            return .mapping(dict.keys.sorted().map { SpecNode.Entry(key: $0, value: node(fromJSON: dict[$0]!)) })
+        case let array as [Any]:
+            return .sequence(array.map(node(fromJSON:)))
+        case let string as String:
+            return .scalar(.init(text: string, kind: .string))
+        case is NSNull:
+            return .scalar(.init(text: "null", kind: .plain))
+        case let number as NSNumber:
+            if String(cString: number.objCType) == "c" {  // how Foundation marks a JSON true/false
+                return .scalar(.init(text: number.boolValue ? "true" : "false", kind: .plain))
+            }
+            return .scalar(.init(text: number.stringValue, kind: .plain))
+        default:
+            return .scalar(.init(text: "\(value)", kind: .plain))
+        }
+    }
+
+    private static func parseYAML(_ text: String) throws(SpecErrors) -> SpecNode {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch {
+            throw SpecErrors([SpecError(path: "spec", message: "not valid YAML: \(oneLine("\(error)"))")])
+        }
+        guard let root else {
+            throw SpecErrors([SpecError(path: "spec", message: "the document is empty")])
+        }
+        var errors: [SpecError] = []
+        let node = convert(root, path: "spec", errors: &errors)
+        if !errors.isEmpty { throw SpecErrors(errors) }
+        return node
+    }
+
+    private static func convert(_ node: Node, path: String, errors: inout [SpecError]) -> SpecNode {
+        switch node {
+        case .scalar(let s):
+            return .scalar(.init(text: s.string, kind: s.style == .plain || s.style == .any ? .plain : .string))
+        case .sequence(let seq):
+            return .sequence(seq.enumerated().map { convert($1, path: "\(path)[\($0)]", errors: &errors) })
+        case .mapping(let map):
+            var entries: [SpecNode.Entry] = []
+            var seen = Set<String>()
+            for (k, v) in map {
+                guard case .scalar(let keyScalar) = k else {
+                    errors.append(SpecError(path: path, message: "a mapping key must be a plain name"))
+                    continue
+                }
+                let key = keyScalar.string
+                let childPath = path == "spec" ? key : "\(path).\(key)"
+                if !seen.insert(key).inserted {
+                    errors.append(SpecError(path: childPath, message: "appears twice in the same mapping"))
+                    continue
+                }
+                entries.append(.init(key: key, value: convert(v, path: childPath, errors: &errors)))
+            }
+            return .mapping(entries)
+        case .alias:
+            errors.append(SpecError(path: path, message: "YAML aliases are not supported: write the value out"))
+            return .scalar(.init(text: "", kind: .plain))
+        }
+    }
+
+    static func oneLine(_ s: String) -> String {
+        s.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
+    }
+}

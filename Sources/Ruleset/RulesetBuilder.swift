@@ -1,0 +1,157 @@
+import PoolSpec
+
+/// Spec + health ─► the one table nftpool wants in the kernel. Pure and deterministic: the same input gives
+/// the same table, byte for byte, in every process and on every machine.
+public enum RulesetBuilder {
+    /// The table comment; it is also nftpool's ownership mark.
+    public static let ownerComment = "managed by nftpool; changes made by hand are overwritten"
+    public static let rejectChain = "all-down-reject"
+
+    /// Auto-sized round-robin tables hold at least this many slots, so that when a backend goes down
+    /// its slots spread over the others finely enough (imbalance ~ backends/slots).
+    static let minimumSlots = 128
+    /// Auto sizing stops growing the table here; beyond it shares are rounded to within one slot.
+    static let autoSlotCap = 8192
+
+    public static func table(for spec: Spec, health: Health = .allUp) -> Table {
+        var pools: [PoolLayout] = []
+        for pool in spec.pools { pools.append(PoolLayout(pool, table: spec.table, health: health)) }
+
+        var sets: [NamedSet] = []
+        for family in [IPFamily.ipv4, .ipv6] {
+            let fam = pools.filter { $0.pool.family == family }
+            let masq = Set(fam.filter { $0.pool.snat == .masquerade }.flatMap { $0.pool.frontends.map(\.address) })
+            sets.append(
+                NamedSet(
+                    name: "masquerade-\(suffix(family))", key: .types([.address(family)]),
+                    elements: masq.sorted().map { Element(key: [.address($0)]) }))
+        }
+        for family in [IPFamily.ipv4, .ipv6] {
+            var snat: [IPAddress: IPAddress] = [:]
+            for layout in pools where layout.pool.family == family {
+                if case .address(let to) = layout.pool.snat {
+                    for fe in layout.pool.frontends { snat[fe.address] = to }
+                }
+            }
+            sets.append(
+                NamedSet(
+                    name: "snat-\(suffix(family))", key: .types([.address(family)]), data: .types([.address(family)]),
+                    elements: snat.keys.sorted().map { Element(key: [.address($0)], data: .values([.address(snat[$0]!)])) }
+                ))
+        }
+        for family in [IPFamily.ipv4, .ipv6] {
+            var keys = Set<[Value]>()
+            for layout in pools where layout.pool.family == family {
+                for be in layout.pool.backends {
+                    for proto in layout.protocols { keys.insert([.address(be.address), .proto(proto), .port(be.port)]) }
+                }
+            }
+            sets.append(
+                NamedSet(
+                    name: "backends-\(suffix(family))", key: .types([.address(family), .inetProto, .inetService]),
+                    counter: true, elements: keys.sorted { $0.lexicographicallyPrecedes($1) }.map { Element(key: $0) }))
+        }
+        for family in [IPFamily.ipv4, .ipv6] {
+            let elements = pools.filter { $0.pool.family == family }.flatMap { layout in
+                layout.pool.frontends.map {
+                    Element(key: [.address($0.address), .proto($0.protocol), .port($0.port)], data: .verdict(layout.verdict))
+                }
+            }
+            sets.append(
+                NamedSet(
+                    name: "frontends-\(suffix(family))", key: .types([.address(family), .inetProto, .inetService]),
+                    data: .verdict, elements: elements.sorted { $0.key.lexicographicallyPrecedes($1.key) }))
+        }
+        sets += pools.map(\.slotMap)
+
+        let dispatch = [Rule.dispatch(.ipv4, map: "frontends-v4"), .dispatch(.ipv6, map: "frontends-v6")]
+        let count = [Rule.countBackends(.ipv4, set: "backends-v4"), .countBackends(.ipv6, set: "backends-v6")]
+        var chains = [
+            Chain(name: "nat-prerouting", base: BaseChain(kind: .nat, hook: .prerouting, priority: -100), rules: dispatch),
+            Chain(name: "nat-output", base: BaseChain(kind: .nat, hook: .output, priority: -100), rules: dispatch),
+            Chain(
+                name: "nat-postrouting", base: BaseChain(kind: .nat, hook: .postrouting, priority: 100),
+                rules: [
+                    .masquerade(.ipv4, set: "masquerade-v4"), .masquerade(.ipv6, set: "masquerade-v6"),
+                    .snat(.ipv4, map: "snat-v4"), .snat(.ipv6, map: "snat-v6"),
+                ]),
+            Chain(name: "filter-forward", base: BaseChain(kind: .filter, hook: .forward, priority: 0), rules: count),
+            Chain(name: "filter-output", base: BaseChain(kind: .filter, hook: .output, priority: 0), rules: count),
+            Chain(name: rejectChain, rules: [.rejectWithTCPReset, .reject]),
+        ]
+        chains += pools.map(\.chain)
+        return Table(name: spec.table, comment: ownerComment, sets: sets, chains: chains)
+    }
+
+    public static func chainName(_ pool: Pool) -> String { "pool-\(pool.name)" }
+    public static func slotMapName(_ pool: Pool) -> String { "pool-\(pool.name)-slots" }
+
+    /// The size of a pool's slot map. It depends on the spec only, never on health, so the dnat rule
+    /// (`... mod N map @slots`) never changes when backends come and go.
+    public static func slotCount(for pool: Pool) -> Int {
+        if case .fixed(let n) = pool.slots { return n }
+        let weights = pool.backends.map(\.weight)
+        let divisor = weights.reduce(0) { gcd($0, $1) }
+        let exact = weights.reduce(0, +) / divisor  // smallest table with exact weighted shares
+        switch pool.scheduler {
+        case .sourceHash:
+            return Primes.next(atLeast: max(minimumSlots, min(exact, autoSlotCap), pool.backends.count))
+        case .roundRobin, .random:
+            guard exact <= autoSlotCap else { return max(autoSlotCap, pool.backends.count) }
+            return exact * ((minimumSlots + exact - 1) / exact)
+        }
+    }
+
+    static func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
+
+    static func suffix(_ family: IPFamily) -> String { family == .ipv4 ? "v4" : "v6" }
+}
+
+/// One pool's share of the table: its slot map, its chain and the verdict its frontends dispatch to.
+struct PoolLayout {
+    let pool: Pool
+    let protocols: [L4Protocol]
+    let slots: [Int]
+    let verdict: Verdict
+    let seed: UInt32
+
+    init(_ pool: Pool, table: String, health: Health) {
+        self.pool = pool
+        protocols = Set(pool.frontends.map(\.protocol)).sorted()
+        seed = StableHash.hash32("\(table)/\(pool.name)")
+        let members = pool.backends.map { SlotTable.Member(key: $0.endpoint, weight: $0.weight) }
+        let eligible = pool.backends.map { health.isEligible($0, in: pool) }
+        let anyEligible = eligible.contains(true)
+        slots = SlotTable.build(
+            members: members, eligible: anyEligible ? eligible : members.map { _ in true },
+            size: RulesetBuilder.slotCount(for: pool), kind: pool.scheduler == .sourceHash ? .maglev : .spread)
+        switch (anyEligible, pool.whenAllDown) {
+        case (true, _), (false, .failOpen): verdict = .goto(RulesetBuilder.chainName(pool))
+        case (false, .reject): verdict = .goto(RulesetBuilder.rejectChain)
+        case (false, .drop): verdict = .drop
+        }
+    }
+
+    var slotMap: NamedSet {
+        NamedSet(
+            name: RulesetBuilder.slotMapName(pool), key: .slotIndex(modulus: slots.count),
+            data: .endpoint(pool.family, PortHeader.of(protocols)),
+            elements: slots.enumerated().map { index, owner in
+                let be = pool.backends[owner]
+                return Element(key: [.index(index)], data: .values([.address(be.address), .port(be.port)]))
+            })
+    }
+
+    var chain: Chain {
+        let selector: SlotSelector
+        switch pool.scheduler {
+        case .roundRobin: selector = .numgenInc
+        case .random: selector = .numgenRandom
+        case .sourceHash: selector = .jhash(pool.hash, seed: seed)
+        }
+        let dnat = SlotDNAT(
+            family: pool.family, protocols: protocols, selector: selector, modulus: slots.count,
+            map: RulesetBuilder.slotMapName(pool), comment: "pool \(pool.name)")
+        return Chain(name: RulesetBuilder.chainName(pool), rules: [.dnat(dnat)])
+    }
+}

@@ -1,0 +1,179 @@
+import Foundation
+
+/// The slot tables behind every pool: `slots[i]` is the index of the backend that slot i sends to.
+///
+/// A table is built in two steps. The *base* table depends only on the spec (every backend, whatever its
+/// state or health): a smooth weighted order for round-robin/random, a Maglev table for source-hash. Then
+/// the slots of backends that cannot take new connections are handed to eligible ones, each slot
+/// independently (weighted rendezvous hashing on the slot number). So a backend going down or coming back
+/// changes exactly the slots it held, and the same spec and health give the same table on every node.
+public enum SlotTable {
+    public struct Member: Equatable, Sendable {
+        /// Stable identity of the backend (its endpoint); seeds its Maglev permutation and rendezvous scores.
+        public var key: String
+        public var weight: Int
+
+        public init(key: String, weight: Int) {
+            self.key = key
+            self.weight = weight
+        }
+    }
+
+    public enum Kind: Sendable {
+        /// Smooth weighted order, no backend twice in a row where the weights allow it.
+        case spread
+        /// Maglev consistent hashing (size must be prime).
+        case maglev
+    }
+
+    /// The slot table for the given members, with only `eligible` ones receiving slots. With no eligible
+    /// member the base table is returned (a fail-open pool uses it; other pools do not dispatch to it).
+    public static func build(members: [Member], eligible: [Bool], size: Int, kind: Kind) -> [Int] {
+        precondition(members.count == eligible.count && !members.isEmpty && size >= 1)
+        let base = kind == .maglev ? maglev(members, size: size) : spread(members, size: size)
+        return reassign(base, members: members, eligible: eligible)
+    }
+
+    // MARK: slot counts
+
+    /// How many slots each member gets: its weighted share rounded (largest remainder), never zero when
+    /// size allows, so each holds its share to within one slot.
+    public static func apportion(weights: [Int], size: Int) -> [Int] {
+        let total = weights.reduce(0, +)
+        var counts = weights.map { $0 * size / total }
+        let remainders = weights.enumerated().map { (index: $0, rest: $1 * size % total) }
+        var left = size - counts.reduce(0, +)
+        for r in remainders.sorted(by: { ($0.rest, $1.index) > ($1.rest, $0.index) }) where left > 0 {
+            counts[r.index] += 1
+            left -= 1
+        }
+        // A member whose share rounds to zero still gets one slot, taken from the largest holder.
+        if size >= weights.count {
+            for i in counts.indices where counts[i] == 0 {
+                let donor = counts.indices.max { counts[$0] < counts[$1] }!
+                counts[donor] -= 1
+                counts[i] = 1
+            }
+        }
+        return counts
+    }
+
+    // MARK: round-robin order
+
+    /// Smooth weighted round-robin (as nginx does it) over the slot counts, then a repair pass so that no
+    /// backend holds two neighbouring slots, cyclically, where no backend holds more than half.
+    static func spread(_ members: [Member], size: Int) -> [Int] {
+        let counts = apportion(weights: members.map(\.weight), size: size)
+        var order = smoothOrder(counts)
+        separateNeighbours(&order)
+        return order
+    }
+
+    /// One full cycle of smooth weighted turns over the counts: member i appears exactly counts[i] times.
+    static func smoothOrder(_ counts: [Int]) -> [Int] {
+        var turns = SmoothTurns(weights: counts)
+        return (0..<turns.total).map { _ in turns.next() }
+    }
+
+    /// Swaps slots so that no value repeats at neighbouring positions (the table is a ring: `numgen inc mod
+    /// N` wraps). Deterministic; gives up quietly where repeats are unavoidable.
+    static func separateNeighbours(_ order: inout [Int]) {
+        let n = order.count
+        guard n > 2 else { return }
+        func at(_ i: Int) -> Int { order[(i % n + n) % n] }
+        for _ in 0..<3 {
+            var changed = false
+            for i in 0..<n where at(i) == at(i + 1) {
+                let x = (i + 1) % n
+                // Find a position j whose value can move to x and take x's value without new repeats.
+                for step in 2..<n {
+                    let j = (i + step) % n
+                    let v = order[j], moving = order[x]
+                    if v == moving || v == at(i) || v == at(x + 1) { continue }
+                    if at(j - 1) == moving && (j - 1 + n) % n != x { continue }
+                    if at(j + 1) == moving && (j + 1) % n != x { continue }
+                    order.swapAt(x, j)
+                    changed = true
+                    break
+                }
+            }
+            if !changed { break }
+        }
+    }
+
+    // MARK: Maglev
+
+    /// Maglev (Eisenbud et al., NSDI 2016) with weights: members take turns in smooth weighted order, each
+    /// turn claiming the next free slot of its own permutation of the table.
+    static func maglev(_ members: [Member], size m: Int) -> [Int] {
+        precondition(m >= 2 || members.count == 1)
+        if m == 1 { return [0] }
+        let offsets = members.map { Int(StableHash.hash64($0.key, seed: 0x6d61676c6576) % UInt64(m)) }
+        let skips = members.map { Int(StableHash.hash64($0.key, seed: 0x736b6970) % UInt64(m - 1)) + 1 }
+        var next = [Int](repeating: 0, count: members.count)
+        var table = [Int](repeating: -1, count: m)
+        var turns = SmoothTurns(weights: members.map(\.weight))
+        var filled = 0
+        while filled < m {
+            let i = turns.next()
+            var slot = (offsets[i] + next[i] * skips[i]) % m
+            while table[slot] >= 0 {
+                next[i] += 1
+                slot = (offsets[i] + next[i] * skips[i]) % m
+            }
+            table[slot] = i
+            next[i] += 1
+            filled += 1
+        }
+        return table
+    }
+
+    /// An endless smooth weighted round-robin over `weights`: each member's turns stay within one of its
+    /// share at every point.
+    struct SmoothTurns {
+        let weights: [Int]
+        let total: Int
+        var current: [Int]
+
+        init(weights: [Int]) {
+            self.weights = weights
+            total = weights.reduce(0, +)
+            current = [Int](repeating: 0, count: weights.count)
+        }
+
+        mutating func next() -> Int {
+            var best = 0
+            for i in weights.indices {
+                current[i] += weights[i]
+                if current[i] > current[best] { best = i }
+            }
+            current[best] -= total
+            return best
+        }
+    }
+
+    // MARK: health overlay
+
+    /// Gives each slot of an ineligible member to the eligible member with the best weighted rendezvous
+    /// score for that slot. Slots of eligible members never move.
+    static func reassign(_ base: [Int], members: [Member], eligible: [Bool]) -> [Int] {
+        let candidates = members.indices.filter { eligible[$0] }
+        guard !candidates.isEmpty, candidates.count < members.count else { return base }
+        let keyHashes = members.map { StableHash.hash64($0.key, seed: 0x72656e64657a) }
+        return base.enumerated().map { slot, owner in
+            if eligible[owner] { return owner }
+            return candidates.min { a, b in
+                let sa = rendezvousCost(keyHashes[a], slot: slot, weight: members[a].weight)
+                let sb = rendezvousCost(keyHashes[b], slot: slot, weight: members[b].weight)
+                return sa != sb ? sa < sb : a < b
+            }!
+        }
+    }
+
+    /// -ln(u)/w for u uniform in (0, 1]: the smallest cost wins, each member with probability w/Σw.
+    static func rendezvousCost(_ keyHash: UInt64, slot: Int, weight: Int) -> Double {
+        let h = StableHash.mix(keyHash ^ UInt64(slot))
+        let u = (Double(h >> 11) + 1) / 9_007_199_254_740_992  // 53 bits, never 0
+        return -log(u) / Double(weight)
+    }
+}
