@@ -96,7 +96,6 @@ enum SpecDocument {
             return .sequence(seq.enumerated().map { convert($1, path: "\(path)[\($0)]", errors: &errors) })
         case .mapping(let map):
             var entries: [SpecNode.Entry] = []
-            var seen = Set<String>()
             for (k, v) in map {
                 guard case .scalar(let keyScalar) = k else {
                     errors.append(SpecError(path: path, message: "a mapping key must be a plain name"))
@@ -104,10 +103,6 @@ enum SpecDocument {
                 }
                 let key = keyScalar.string
                 let childPath = path == "spec" ? key : "\(path).\(key)"
-                if !seen.insert(key).inserted {
-                    errors.append(SpecError(path: childPath, message: "appears twice in the same mapping"))
-                    continue
-                }
                 entries.append(.init(key: key, value: convert(v, path: childPath, errors: &errors)))
             }
             return .mapping(entries)

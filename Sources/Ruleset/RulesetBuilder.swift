@@ -7,9 +7,10 @@ public enum RulesetBuilder {
     public static let ownerComment = "managed by nftpool; changes made by hand are overwritten"
     public static let rejectChain = "all-down-reject"
 
-    /// Auto-sized round-robin tables hold at least this many slots, so that when a backend goes down
-    /// its slots spread over the others finely enough (imbalance ~ backends/slots).
+    /// Auto-sized tables hold at least max(128, 8 × backends) slots, so that when a backend goes down its
+    /// slots spread over the others finely enough (imbalance ~ backends/slots).
     static let minimumSlots = 128
+    static let slotsPerBackend = 8
     /// Auto sizing stops growing the table here; beyond it shares are rounded to within one slot.
     static let autoSlotCap = 8192
 
@@ -93,12 +94,13 @@ public enum RulesetBuilder {
         let weights = pool.backends.map(\.weight)
         let divisor = weights.reduce(0) { gcd($0, $1) }
         let exact = weights.reduce(0, +) / divisor  // smallest table with exact weighted shares
+        let wanted = min(max(minimumSlots, slotsPerBackend * pool.backends.count), autoSlotCap)
         switch pool.scheduler {
         case .sourceHash:
-            return Primes.next(atLeast: max(minimumSlots, min(exact, autoSlotCap), pool.backends.count))
+            return Primes.next(atLeast: max(wanted, min(exact, autoSlotCap), pool.backends.count))
         case .roundRobin, .random:
             guard exact <= autoSlotCap else { return max(autoSlotCap, pool.backends.count) }
-            return exact * ((minimumSlots + exact - 1) / exact)
+            return exact * ((wanted + exact - 1) / exact)
         }
     }
 

@@ -60,45 +60,46 @@ public enum SlotTable {
 
     // MARK: round-robin order
 
-    /// Smooth weighted round-robin (as nginx does it) over the slot counts, then a repair pass so that no
-    /// backend holds two neighbouring slots, cyclically, where no backend holds more than half.
+    /// Smooth weighted round-robin (as nginx does it) over the slot counts, constrained so that no backend
+    /// holds two neighbouring slots of the ring (`numgen inc mod N` wraps) wherever no backend holds more
+    /// than half of them.
     static func spread(_ members: [Member], size: Int) -> [Int] {
-        let counts = apportion(weights: members.map(\.weight), size: size)
-        var order = smoothOrder(counts)
-        separateNeighbours(&order)
-        return order
+        ringOrder(apportion(weights: members.map(\.weight), size: size))
     }
 
-    /// One full cycle of smooth weighted turns over the counts: member i appears exactly counts[i] times.
-    static func smoothOrder(_ counts: [Int]) -> [Int] {
-        var turns = SmoothTurns(weights: counts)
-        return (0..<turns.total).map { _ in turns.next() }
-    }
-
-    /// Swaps slots so that no value repeats at neighbouring positions (the table is a ring: `numgen inc mod
-    /// N` wraps). Deterministic; gives up quietly where repeats are unavoidable.
-    static func separateNeighbours(_ order: inout [Int]) {
-        let n = order.count
-        guard n > 2 else { return }
-        func at(_ i: Int) -> Int { order[(i % n + n) % n] }
-        for _ in 0..<3 {
-            var changed = false
-            for i in 0..<n where at(i) == at(i + 1) {
-                let x = (i + 1) % n
-                // Find a position j whose value can move to x and take x's value without new repeats.
-                for step in 2..<n {
-                    let j = (i + step) % n
-                    let v = order[j], moving = order[x]
-                    if v == moving || v == at(i) || v == at(x + 1) { continue }
-                    if at(j - 1) == moving && (j - 1 + n) % n != x { continue }
-                    if at(j + 1) == moving && (j + 1) % n != x { continue }
-                    order.swapAt(x, j)
-                    changed = true
-                    break
-                }
+    /// Member i appears exactly counts[i] times. Each step takes the member with the most SWRR credit that
+    /// differs from the previous slot, unless a member's remaining count forces it now (it needs every
+    /// other remaining slot). The ring is closed by counting the first member once more at the end.
+    static func ringOrder(_ counts: [Int]) -> [Int] {
+        let total = counts.reduce(0, +)
+        guard total > 0 else { return [] }
+        var remaining = counts
+        var credit = [Int](repeating: 0, count: counts.count)
+        var order: [Int] = []
+        order.reserveCapacity(total)
+        let first = counts.indices.max { counts[$0] < counts[$1] || (counts[$0] == counts[$1] && $0 > $1) }!
+        for position in 0..<total {
+            for i in counts.indices { credit[i] += counts[i] }
+            let pick: Int
+            if position == 0 {
+                pick = first
+            } else {
+                // Positions left: this one, the rest, and the virtual copy of `first` that closes the ring.
+                let left = total - position + 1
+                let prev = order[order.count - 1]
+                func need(_ i: Int) -> Int { remaining[i] + (i == first ? 1 : 0) }
+                let open = counts.indices.filter { remaining[$0] > 0 && $0 != prev }
+                let forced = open.filter { i in i == first ? 2 * need(i) > left : 2 * need(i) > left - 1 }
+                let allowed = open.filter { i in !(i == first && 2 * need(i) == left) }
+                let choices = !forced.isEmpty ? forced : !allowed.isEmpty ? allowed
+                    : !open.isEmpty ? open : counts.indices.filter { remaining[$0] > 0 }
+                pick = choices.max { credit[$0] < credit[$1] || (credit[$0] == credit[$1] && $0 > $1) }!
             }
-            if !changed { break }
+            credit[pick] -= total
+            remaining[pick] -= 1
+            order.append(pick)
         }
+        return order
     }
 
     // MARK: Maglev
