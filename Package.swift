@@ -24,9 +24,12 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Helpers for tests only: repository paths, running the built binary, scratch network namespaces.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "PoolSpecTests", dependencies: ["PoolSpec"]),
-        .testTarget(name: "RulesetTests", dependencies: ["Ruleset", "PoolSpec"]),
+        .testTarget(name: "RulesetTests", dependencies: ["Ruleset", "PoolSpec", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
         // Needs root, nft and network namespaces; fails (never skips) when it cannot run them.
-        .testTarget(name: "KernelAcceptanceTests", dependencies: ["Ruleset", "PoolSpec"]),
+        .testTarget(name: "KernelAcceptanceTests", dependencies: ["Ruleset", "PoolSpec", "TestSupport"]),
     ]
 )

@@ -1,0 +1,55 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// The contract other people's scripts rely on: exit codes, one error line per problem on stderr, `-`.
+@Suite struct CLITests {
+    let good = Repo.rulesets.appendingPathComponent("kube-apiserver.yaml").path
+
+    @Test func validateValidSpec() throws {
+        let r = try Repo.run(Repo.nftpool, ["validate", good])
+        #expect(r.status == 0)
+        #expect(r.out == "\(good): valid: table inet nftpool, 1 pool, 1 frontend, 3 backends\n")
+        #expect(r.err.isEmpty)
+    }
+
+    @Test func validateInvalidSpecExits2WithOneLinePerError() throws {
+        let bad = """
+            pools:
+              - name: api
+                frontends: [{address: 10.0.0.300, port: 6443}]
+                backends: [{address: 10.0.1.1, weight: 0}]
+            """
+        let r = try Repo.run(Repo.nftpool, ["validate", "-"], stdin: bad)
+        #expect(r.status == 2)
+        #expect(r.out.isEmpty)
+        #expect(r.err == """
+            pools[0].frontends[0].address: "10.0.0.300" is not an IPv4 or IPv6 address
+            pools[0].backends[0].weight: 0 is out of range (1-1000)
+
+            """)
+    }
+
+    @Test func renderReadsStdinAndRefusesInvalidSpecs() throws {
+        let yaml = try String(contentsOfFile: good, encoding: .utf8)
+        let fromStdin = try Repo.run(Repo.nftpool, ["render", "-"], stdin: yaml)
+        let fromFile = try Repo.run(Repo.nftpool, ["render", good])
+        #expect(fromStdin.status == 0 && fromStdin.out == fromFile.out && !fromFile.out.isEmpty)
+        let bad = try Repo.run(Repo.nftpool, ["render", "-"], stdin: "pools: 3\n")
+        #expect(bad.status == 2 && bad.out.isEmpty)
+        #expect(bad.err == "pools: must be a list, not \"3\"\n")
+    }
+
+    @Test func unreadableFileExits2() throws {
+        let r = try Repo.run(Repo.nftpool, ["validate", "/nonexistent/spec.yaml"])
+        #expect(r.status == 2)
+        #expect(r.err == "spec: cannot read /nonexistent/spec.yaml: No such file or directory\n")
+    }
+
+    @Test func helpOffersOnlyWorkingCommands() throws {
+        let r = try Repo.run(Repo.nftpool, ["--help"])
+        #expect(r.status == 0)
+        #expect(r.out.contains("validate") && r.out.contains("render"))
+        for missing in ["apply", "run", "status"] { #expect(!r.out.contains("  \(missing) ")) }
+    }
+}

@@ -1,0 +1,78 @@
+import Foundation
+
+/// Paths inside the repository, found from this file's location so tests run from any directory.
+public enum Repo {
+    public static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+    public static let rulesets = root.appendingPathComponent("rulesets")
+
+    /// Every example spec, by base name (`kube-apiserver`), sorted.
+    public static var exampleNames: [String] {
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: rulesets.path)) ?? []
+        return files.filter { $0.hasSuffix(".yaml") }.map { String($0.dropLast(5)) }.sorted()
+    }
+
+    /// The built `nftpool` executable beside the test bundle (`.build/<triple>/<config>/`).
+    public static var nftpool: URL {
+        let bundle = Bundle.allBundles.map(\.bundleURL).first { $0.pathExtension == "xctest" }
+            ?? URL(fileURLWithPath: CommandLine.arguments[0])
+        return bundle.deletingLastPathComponent().appendingPathComponent("nftpool")
+    }
+
+    public static func run(_ executable: URL, _ arguments: [String], stdin: String? = nil) throws -> (status: Int32, out: String, err: String) {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe(), input = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = input
+        try process.run()
+        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+        try input.fileHandleForWriting.close()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+}
+
+/// A network namespace made for one test and deleted afterwards, whatever happens. Its name carries the
+/// process id so that parallel tests and runs never share one; nothing here touches the host's namespace.
+public final class ScratchNamespace {
+    public let name: String
+    nonisolated(unsafe) private static var counter = 0
+
+    public init(_ label: String) throws {
+        Self.counter += 1
+        name = "nftpool-t\(getpid())-\(Self.counter)-\(label)".prefix(60).description
+        let r = try Repo.run(Self.ip, ["netns", "add", name])
+        guard r.status == 0 else {
+            throw KernelTestError("cannot create network namespace \(name) (root and iproute2 needed): \(r.err)")
+        }
+    }
+
+    deinit {
+        _ = try? Repo.run(Self.ip, ["netns", "del", name])
+    }
+
+    /// Runs a command inside the namespace.
+    public func exec(_ command: String, _ arguments: [String], stdin: String? = nil) throws -> (status: Int32, out: String, err: String) {
+        try Repo.run(Self.ip, ["netns", "exec", name, command] + arguments, stdin: stdin)
+    }
+
+    static let ip = URL(fileURLWithPath: "/usr/sbin/ip")
+
+    /// Fails, never skips, when the machine cannot run kernel tests: CI requires them.
+    public static func requireKernelTools() throws {
+        guard getuid() == 0 else { throw KernelTestError("kernel tests need root (run as root or under sudo)") }
+        for tool in ["/usr/sbin/ip", "/usr/sbin/nft"] where !FileManager.default.isExecutableFile(atPath: tool) {
+            throw KernelTestError("kernel tests need \(tool) (apt-get install iproute2 nftables)")
+        }
+    }
+}
+
+public struct KernelTestError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
