@@ -74,7 +74,7 @@ struct FieldReader {
             default: break
             }
         }
-        fail(path, "must be true or false, not \(Self.describe(node))")
+        fail(path, "must be true or false, not \(Self.kind(of: node))")
         return nil
     }
 
@@ -130,8 +130,6 @@ struct FieldReader {
         case .scalar(let s): return "\"\(s.text)\""
         }
     }
-
-    static func describe(_ node: SpecNode) -> String { kind(of: node) }
 
     /// A known name within edit distance 2 of a misspelt one.
     static func closest(_ word: String, in names: [String]) -> String? {
