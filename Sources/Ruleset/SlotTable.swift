@@ -73,6 +73,11 @@ public enum SlotTable {
     static func ringOrder(_ counts: [Int]) -> [Int] {
         let total = counts.reduce(0, +)
         guard total > 0 else { return [] }
+        // A backend with over half the ring must repeat: plain smooth order spaces its repeats evenly.
+        guard 2 * counts.max()! <= total else {
+            var turns = SmoothTurns(weights: counts)
+            return (0..<total).map { _ in turns.next() }
+        }
         var remaining = counts
         var credit = [Int](repeating: 0, count: counts.count)
         var order: [Int] = []

@@ -86,15 +86,17 @@ let weightCases: [[Int]] = [[1, 1, 1], [1, 2, 3], [1, 1000], Array(repeating: 1,
         }
     }
 
-    @Test func roundRobinIsSmooth() {
+    @Test(arguments: [[1, 2, 3], [2, 1], [1, 1, 1], [5, 4, 1], [1, 1000]])
+    func roundRobinIsSmooth(weights: [Int]) {
         // Any window of the ring holds each backend's share to within two slots: no bursts.
-        let weights = [1, 2, 3]
-        let t = SlotTable.build(members: members(weights), eligible: [true, true, true], size: 132, kind: .spread)
+        let size = RulesetBuilder.slotCount(for: pool(weights, scheduler: .roundRobin))
+        let t = SlotTable.build(members: members(weights), eligible: weights.map { _ in true }, size: size, kind: .spread)
+        let total = weights.reduce(0, +)
         for start in t.indices {
             for length in [6, 12, 30] {
                 let window = (0..<length).map { t[(start + $0) % t.count] }
                 for (i, w) in weights.enumerated() {
-                    let share = Double(length * w) / 6
+                    let share = Double(length * w) / Double(total)
                     #expect(abs(Double(window.filter { $0 == i }.count) - share) <= 2)
                 }
             }
