@@ -183,18 +183,19 @@ public enum Rule: Equatable, Sendable {
 
 public struct SlotDNAT: Equatable, Sendable {
     public var family: IPFamily
-    public var protocols: [L4Protocol]
+    /// One rule per protocol: `meta l4proto { tcp, udp }` would need an anonymous set in the batch.
+    public var proto: L4Protocol
     public var selector: SlotSelector
     public var modulus: Int
     public var map: String
     public var comment: String
 
     public init(
-        family: IPFamily, protocols: [L4Protocol], selector: SlotSelector, modulus: Int, map: String,
+        family: IPFamily, proto: L4Protocol, selector: SlotSelector, modulus: Int, map: String,
         comment: String
     ) {
         self.family = family
-        self.protocols = protocols
+        self.proto = proto
         self.selector = selector
         self.modulus = modulus
         self.map = map

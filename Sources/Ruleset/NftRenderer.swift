@@ -103,19 +103,16 @@ public enum NftRenderer {
             return "reject"
         case .dnat(let d):
             let ip = ipKeyword(d.family)
-            let protocols =
-                d.protocols.count == 1
-                ? d.protocols[0].rawValue : "{ " + d.protocols.map(\.rawValue).joined(separator: ", ") + " }"
-            let header = PortHeader.of(d.protocols).rawValue
+            let proto = d.proto.rawValue
             let selector: String
             switch d.selector {
             case .numgenInc: selector = "numgen inc mod \(d.modulus)"
             case .numgenRandom: selector = "numgen random mod \(d.modulus)"
             case .jhash(let fields, let seed):
-                let key = fields.map { $0 == .saddr ? "\(ip) saddr" : "\(header) sport" }.joined(separator: " . ")
+                let key = fields.map { $0 == .saddr ? "\(ip) saddr" : "\(proto) sport" }.joined(separator: " . ")
                 selector = "jhash \(key) mod \(d.modulus) seed 0x\(String(seed, radix: 16))"
             }
-            return "meta l4proto \(protocols) counter dnat \(ip) to \(selector) map @\(d.map) comment \(quoted(d.comment))"
+            return "meta l4proto \(proto) counter dnat \(ip) to \(selector) map @\(d.map) comment \(quoted(d.comment))"
         }
     }
 

@@ -151,9 +151,12 @@ struct PoolLayout {
         case .random: selector = .numgenRandom
         case .sourceHash: selector = .jhash(pool.hash, seed: seed)
         }
-        let dnat = SlotDNAT(
-            family: pool.family, protocols: protocols, selector: selector, modulus: slots.count,
-            map: RulesetBuilder.slotMapName(pool), comment: "pool \(pool.name)")
-        return Chain(name: RulesetBuilder.chainName(pool), rules: [.dnat(dnat)])
+        let rules = protocols.map { proto in
+            Rule.dnat(
+                SlotDNAT(
+                    family: pool.family, proto: proto, selector: selector, modulus: slots.count,
+                    map: RulesetBuilder.slotMapName(pool), comment: "pool \(pool.name)"))
+        }
+        return Chain(name: RulesetBuilder.chainName(pool), rules: rules)
     }
 }
