@@ -17,10 +17,15 @@ let package = Package(
         .target(name: "PoolSpec", dependencies: [.product(name: "Yams", package: "Yams")]),
         // Spec + health ─► typed nftables objects, slot tables, nft text. Pure: no kernel, no clock.
         .target(name: "Ruleset", dependencies: ["PoolSpec"]),
+        // libnftnl + libmnl for Swift: a module map and a shim header, nothing but glue.
+        .systemLibrary(
+            name: "CNetfilter", pkgConfig: "libnftnl", providers: [.apt(["libnftnl-dev", "libmnl-dev"])]),
+        // The only code that talks to the kernel: typed ruleset ─► netlink batch, replies, read-back.
+        .target(name: "Kernel", dependencies: ["Ruleset", "PoolSpec", "CNetfilter"]),
         .executableTarget(
             name: "nftpool",
             dependencies: [
-                "PoolSpec", "Ruleset",
+                "PoolSpec", "Ruleset", "Kernel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -30,6 +35,6 @@ let package = Package(
         .testTarget(name: "RulesetTests", dependencies: ["Ruleset", "PoolSpec", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
         // Needs root, nft and network namespaces; fails (never skips) when it cannot run them.
-        .testTarget(name: "KernelAcceptanceTests", dependencies: ["Ruleset", "PoolSpec", "TestSupport"]),
+        .testTarget(name: "KernelAcceptanceTests", dependencies: ["Ruleset", "PoolSpec", "Kernel", "TestSupport"]),
     ]
 )

@@ -1,0 +1,123 @@
+import CNetfilter
+import PoolSpec
+import Ruleset
+
+/// One nftables expression, typed. A rule of the model becomes a fixed list of these, the same list nft
+/// emits for the same rule text (compare `nft --debug=netlink`), so `nft list` prints our rules as written.
+enum Expr: Equatable {
+    case meta(key: UInt32, dreg: UInt32)
+    case cmp(sreg: UInt32, op: UInt32, data: [UInt8])
+    case payload(base: UInt32, offset: UInt32, length: UInt32, dreg: UInt32)
+    case ct(key: UInt32, dreg: UInt32, direction: UInt8?)
+    case bitwise(sreg: UInt32, dreg: UInt32, length: UInt32, mask: [UInt8], xor: [UInt8])
+    case lookup(set: String, sreg: UInt32, dreg: UInt32?)
+    case masq
+    case nat(type: UInt32, family: UInt32, addressReg: UInt32, protoReg: UInt32?)
+    case numgen(type: UInt32, modulus: UInt32, dreg: UInt32)
+    case hash(sreg: UInt32, dreg: UInt32, length: UInt32, modulus: UInt32, seed: UInt32)
+    case counter
+    case reject(type: UInt32, code: UInt8)
+
+    /// The kernel module that implements it, for error messages.
+    var module: String {
+        switch self {
+        case .meta: return "nft_meta"
+        case .cmp, .payload, .bitwise, .lookup: return "nf_tables"
+        case .ct: return "nft_ct"
+        case .masq: return "nft_masq"
+        case .nat: return "nft_nat"
+        case .numgen: return "nft_numgen"
+        case .hash: return "nft_hash"
+        case .counter: return "nft_counter"
+        case .reject: return "nft_reject_inet"
+        }
+    }
+}
+
+enum Registers {
+    static let verdict: UInt32 = 0
+    static let r1: UInt32 = 1  // 128-bit register 1 (32-bit 8..11)
+    static let r2: UInt32 = 2  // 128-bit register 2 (32-bit 12..15)
+    static func r32(_ n: UInt32) -> UInt32 { 8 + n }
+}
+
+extension Rule {
+    var expressions: [Expr] {
+        let networkHeader = UInt32(NFT_PAYLOAD_NETWORK_HEADER.rawValue)
+        let transportHeader = UInt32(NFT_PAYLOAD_TRANSPORT_HEADER.rawValue)
+        let eq = UInt32(NFT_CMP_EQ.rawValue), neq = UInt32(NFT_CMP_NEQ.rawValue)
+        func nfproto(_ f: IPFamily) -> [Expr] {
+            [.meta(key: UInt32(NFT_META_NFPROTO.rawValue), dreg: Registers.r1),
+             .cmp(sreg: Registers.r1, op: eq, data: [f == .ipv4 ? UInt8(NFPROTO_IPV4) : UInt8(NFPROTO_IPV6)])]
+        }
+        /// `ip daddr . meta l4proto . th dport` into consecutive registers from r1.
+        func destinationTuple(_ f: IPFamily) -> [Expr] {
+            let v4 = f == .ipv4
+            return nfproto(f) + [
+                .payload(base: networkHeader, offset: v4 ? 16 : 24, length: v4 ? 4 : 16, dreg: Registers.r1),
+                .meta(key: UInt32(NFT_META_L4PROTO.rawValue), dreg: v4 ? Registers.r32(1) : Registers.r2),
+                .payload(base: transportHeader, offset: 2, length: 2, dreg: v4 ? Registers.r32(2) : Registers.r32(5)),
+            ]
+        }
+        let ctStatusDNAT: [Expr] = [
+            .ct(key: UInt32(NFT_CT_STATUS.rawValue), dreg: Registers.r1, direction: nil),
+            .bitwise(sreg: Registers.r1, dreg: Registers.r1, length: 4, mask: [0x20, 0, 0, 0], xor: [0, 0, 0, 0]),
+            .cmp(sreg: Registers.r1, op: neq, data: [0, 0, 0, 0]),
+        ]
+        func ctOriginalDaddr(_ f: IPFamily) -> Expr {
+            .ct(key: UInt32((f == .ipv4 ? NFT_CT_DST_IP : NFT_CT_DST_IP6).rawValue), dreg: Registers.r1, direction: 0)
+        }
+        func l4proto(_ p: L4Protocol) -> [Expr] {
+            [.meta(key: UInt32(NFT_META_L4PROTO.rawValue), dreg: Registers.r1),
+             .cmp(sreg: Registers.r1, op: eq, data: [p == .tcp ? 6 : 17])]
+        }
+        func family(_ f: IPFamily) -> UInt32 { UInt32(f == .ipv4 ? NFPROTO_IPV4 : NFPROTO_IPV6) }
+
+        switch self {
+        case .dispatch(let f, let map):
+            return destinationTuple(f) + [.lookup(set: map, sreg: Registers.r1, dreg: Registers.verdict)]
+        case .masquerade(let f, let set):
+            return ctStatusDNAT + [ctOriginalDaddr(f), .lookup(set: set, sreg: Registers.r1, dreg: nil), .masq]
+        case .snat(let f, let map):
+            return ctStatusDNAT + [
+                ctOriginalDaddr(f), .lookup(set: map, sreg: Registers.r1, dreg: Registers.r1),
+                .nat(type: UInt32(NFT_NAT_SNAT.rawValue), family: family(f), addressReg: Registers.r1, protoReg: nil),
+            ]
+        case .countBackends(let f, let set):
+            return ctStatusDNAT + destinationTuple(f) + [.lookup(set: set, sreg: Registers.r1, dreg: nil)]
+        case .rejectWithTCPReset:
+            return l4proto(.tcp) + [.reject(type: UInt32(NFT_REJECT_TCP_RST.rawValue), code: 0)]
+        case .reject:
+            return [.reject(type: UInt32(NFT_REJECT_ICMPX_UNREACH.rawValue), code: UInt8(NFT_REJECT_ICMPX_PORT_UNREACH.rawValue))]
+        case .dnat(let d):
+            var exprs = l4proto(d.proto) + [.counter]
+            let modulus = UInt32(d.modulus)
+            switch d.selector {
+            case .numgenInc:
+                exprs.append(.numgen(type: UInt32(NFT_NG_INCREMENTAL.rawValue), modulus: modulus, dreg: Registers.r1))
+            case .numgenRandom:
+                exprs.append(.numgen(type: UInt32(NFT_NG_RANDOM.rawValue), modulus: modulus, dreg: Registers.r1))
+            case .jhash(let fields, let seed):
+                let v4 = d.family == .ipv4
+                exprs += nfproto(d.family)
+                exprs.append(.payload(base: networkHeader, offset: v4 ? 12 : 8, length: v4 ? 4 : 16, dreg: Registers.r2))
+                var length: UInt32 = v4 ? 4 : 16
+                if fields.contains(.sport) {
+                    exprs.append(.payload(base: transportHeader, offset: 0, length: 2, dreg: v4 ? Registers.r32(5) : Registers.r32(8)))
+                    length += 4
+                }
+                exprs.append(.hash(sreg: Registers.r2, dreg: Registers.r1, length: length, modulus: modulus, seed: seed))
+            }
+            exprs.append(.lookup(set: d.map, sreg: Registers.r1, dreg: Registers.r1))
+            exprs.append(
+                .nat(type: UInt32(NFT_NAT_DNAT.rawValue), family: family(d.family), addressReg: Registers.r1,
+                     protoReg: d.family == .ipv4 ? Registers.r32(1) : Registers.r2))
+            return exprs
+        }
+    }
+
+    var comment: String? {
+        if case .dnat(let d) = self { return d.comment }
+        return nil
+    }
+}

@@ -1,0 +1,47 @@
+import CNetfilter
+import Foundation
+
+/// Why the kernel did not do what we asked, in words a person can act on. One line each.
+public enum KernelError: Error, CustomStringConvertible, Equatable {
+    /// A system call failed outside a transaction.
+    case system(String, Int32)
+    /// The kernel refused a transaction; nothing of it was applied. One entry per refused message.
+    case refused([Refusal])
+    /// The table exists and carries no nftpool ownership mark.
+    case notOurs(table: String)
+    case namespace(String, Int32)
+
+    public struct Refusal: Equatable, Sendable {
+        public var object: String
+        public var errno: Int32
+        public var modules: [String]
+    }
+
+    public var description: String {
+        switch self {
+        case .system(let what, let e):
+            return "\(what): \(Self.words(e))"
+        case .refused(let refusals):
+            return refusals.map { r in
+                var line = "the kernel refused \(r.object): \(Self.words(r.errno)); nothing was applied"
+                if (r.errno == ENOENT || r.errno == EOPNOTSUPP) && !r.modules.isEmpty {
+                    line += " (is the kernel module \(r.modules.joined(separator: " or ")) available? try modprobe)"
+                }
+                return line
+            }.joined(separator: "\n")
+        case .notOurs(let table):
+            return "table inet \(table) exists and was not made by nftpool (it has no nftpool mark); refusing to change it. Pick another `table:` in the spec, or pass --force to take it over"
+        case .namespace(let name, let e):
+            return "cannot enter network namespace \(name): \(Self.words(e))"
+        }
+    }
+
+    static func words(_ e: Int32) -> String {
+        switch e {
+        case EPERM, EACCES:
+            return "permission denied: programming nftables needs root or CAP_NET_ADMIN"
+        default:
+            return String(cString: strerror(e))
+        }
+    }
+}

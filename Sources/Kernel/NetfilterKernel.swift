@@ -1,0 +1,156 @@
+import CNetfilter
+import Foundation
+import Ruleset
+
+/// The kernel's nftables, reached over netlink. Only table inet <name> of the spec is ever read or written.
+public final class NetfilterKernel {
+    private let socket: NetlinkSocket
+    private var sequence: UInt32
+
+    public enum Ownership: Equatable, Sendable {
+        case absent
+        case ours
+        case foreign
+    }
+
+    public struct ApplyReport: Equatable, Sendable {
+        /// Messages in the transaction (objects and element chunks), BEGIN/END not counted.
+        public var messages: Int
+        /// The table existed before and was replaced whole.
+        public var replaced: Bool
+        public var bytes: Int
+    }
+
+    /// Enters the named network namespace (ip netns) first when one is given; a process-wide change.
+    public init(netns: String? = nil) throws(KernelError) {
+        if let netns { try Self.enter(netns) }
+        socket = try NetlinkSocket()
+        sequence = UInt32(truncatingIfNeeded: Int(Date().timeIntervalSince1970))
+    }
+
+    static func enter(_ name: String) throws(KernelError) {
+        guard !name.contains("/"), !name.isEmpty else { throw KernelError.namespace(name, EINVAL) }
+        let fd = open("/var/run/netns/\(name)", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw KernelError.namespace(name, nftpool_errno()) }
+        defer { close(fd) }
+        guard nftpool_enter_net_namespace(fd) == 0 else { throw KernelError.namespace(name, nftpool_errno()) }
+    }
+
+    private func nextSequence() -> UInt32 {
+        sequence &+= 1
+        return sequence
+    }
+
+    /// Whether table inet `name` exists and carries nftpool's mark.
+    public func ownership(of name: String) throws(KernelError) -> Ownership {
+        guard let comment = try tableComment(name) else { return .absent }
+        return comment == RulesetBuilder.ownerComment ? .ours : .foreign
+    }
+
+    /// nil when the table does not exist; "" when it has no comment.
+    func tableComment(_ name: String) throws(KernelError) -> String? {
+        let seq = nextSequence()
+        var request = [UInt8](repeating: 0, count: 4096)
+        let length = request.withUnsafeMutableBytes { raw -> Int in
+            let nlh = nftnl_nlmsg_build_hdr(
+                raw.baseAddress!.assumingMemoryBound(to: CChar.self), UInt16(NFT_MSG_GETTABLE.rawValue),
+                UInt16(NFPROTO_INET), UInt16(NLM_F_ACK), seq)!
+            let t = nftnl_table_alloc()!
+            defer { nftnl_table_free(t) }
+            nftnl_table_set_str(t, UInt16(NFTNL_TABLE_NAME.rawValue), name)
+            nftnl_table_nlmsg_build_payload(nlh, t)
+            return Int(nlh.pointee.nlmsg_len)
+        }
+        try socket.send(Array(request[0..<length]))
+        let reply = try socket.collect(expected: [seq])
+        let e = reply.status[seq] ?? 0
+        if e == ENOENT { return nil }
+        if e != 0 { throw KernelError.system("cannot read table inet \(name)", e) }
+        guard var message = reply.messages.first else { return nil }
+        return message.withUnsafeMutableBytes { raw -> String in
+            let nlh = raw.baseAddress!.assumingMemoryBound(to: nlmsghdr.self)
+            let t = nftnl_table_alloc()!
+            defer { nftnl_table_free(t) }
+            guard nftnl_table_nlmsg_parse(nlh, t) >= 0 else { return "" }
+            var len: UInt32 = 0
+            guard let data = nftnl_table_get_data(t, UInt16(NFTNL_TABLE_USERDATA.rawValue), &len) else { return "" }
+            let bytes = Array(UnsafeRawBufferPointer(start: data, count: Int(len)))
+            return UserData.string(0, in: bytes) ?? ""
+        }
+    }
+
+    /// Makes the kernel hold exactly `table`, in one transaction: when the table exists it is deleted and
+    /// created again inside the same batch, so packets see the old table or the new one, never a mix.
+    @discardableResult
+    public func apply(_ table: Table, force: Bool = false) throws(KernelError) -> ApplyReport {
+        let ownership = try ownership(of: table.name)
+        if ownership == .foreign && !force { throw KernelError.notOurs(table: table.name) }
+        var batch = NetlinkBatch(firstSequence: nextSequence())
+        if ownership != .absent { TableMessages.deleteTable(table.name, in: &batch) }
+        TableMessages.create(table, in: &batch)
+        try commit(&batch, table: table)
+        return ApplyReport(messages: batch.messageCount, replaced: ownership != .absent, bytes: batch.buffer.count)
+    }
+
+    /// Deletes table inet `name` if it is nftpool's. Returns false when there was none.
+    @discardableResult
+    public func delete(tableNamed name: String, force: Bool = false) throws(KernelError) -> Bool {
+        let ownership = try ownership(of: name)
+        if ownership == .absent { return false }
+        if ownership == .foreign && !force { throw KernelError.notOurs(table: name) }
+        var batch = NetlinkBatch(firstSequence: nextSequence())
+        TableMessages.deleteTable(name, in: &batch)
+        try commit(&batch, table: nil)
+        return true
+    }
+
+    /// The ruleset generation: it advances by one with every committed transaction.
+    public func generation() throws(KernelError) -> UInt32 {
+        let seq = nextSequence()
+        var request = [UInt8](repeating: 0, count: 256)
+        let length = request.withUnsafeMutableBytes { raw -> Int in
+            let nlh = nftnl_nlmsg_build_hdr(
+                raw.baseAddress!.assumingMemoryBound(to: CChar.self), UInt16(NFT_MSG_GETGEN.rawValue),
+                UInt16(AF_UNSPEC), UInt16(NLM_F_ACK), seq)!
+            return Int(nlh.pointee.nlmsg_len)
+        }
+        try socket.send(Array(request[0..<length]))
+        let reply = try socket.collect(expected: [seq])
+        if let e = reply.status[seq], e != 0 { throw KernelError.system("cannot read the ruleset generation", e) }
+        guard var message = reply.messages.first else { throw KernelError.system("no generation in the reply", EPROTO) }
+        return message.withUnsafeMutableBytes { raw -> UInt32 in
+            let g = nftnl_gen_alloc()!
+            defer { nftnl_gen_free(g) }
+            _ = nftnl_gen_nlmsg_parse(raw.baseAddress!.assumingMemoryBound(to: nlmsghdr.self), g)
+            return nftnl_gen_get_u32(g, UInt16(NFTNL_GEN_ID))
+        }
+    }
+
+    private func commit(_ batch: inout NetlinkBatch, table: Table?) throws(KernelError) {
+        let first = batch.firstSequence + 1
+        let end = batch.finish()
+        sequence = end
+        try socket.send(batch.buffer)
+        let expected = Set((first..<(end - 1)))
+        let reply = try socket.collect(expected: expected)
+        let refusals = expected.sorted().compactMap { seq -> KernelError.Refusal? in
+            guard let e = reply.status[seq], e != 0 else { return nil }
+            let object = batch.objects[seq] ?? "message \(seq)"
+            return KernelError.Refusal(object: object, errno: e, modules: Self.modules(for: object, in: table))
+        }
+        if !refusals.isEmpty { throw KernelError.refused(refusals) }
+    }
+
+    /// The kernel modules a refused rule needs, so a missing one can be named.
+    static func modules(for object: String, in table: Table?) -> [String] {
+        guard let table, object.hasPrefix("rule in chain ") else { return [] }
+        for chain in table.chains {
+            for rule in chain.rules where object == "rule in chain \(chain.name): \(NftRenderer.render(rule))" {
+                var seen: [String] = []
+                for m in rule.expressions.map(\.module) where m != "nf_tables" && !seen.contains(m) { seen.append(m) }
+                return seen
+            }
+        }
+        return []
+    }
+}

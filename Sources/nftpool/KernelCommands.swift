@@ -1,0 +1,81 @@
+import ArgumentParser
+import Kernel
+import PoolSpec
+import Ruleset
+
+/// Options of every command that talks to the kernel.
+struct KernelOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Run inside this named network namespace (see `ip netns list`).", valueName: "NAME"))
+    var netns: String?
+
+    @Flag(help: "Change or delete a same-named table that nftpool did not make.")
+    var force = false
+
+    func kernel() throws -> NetfilterKernel {
+        do {
+            return try NetfilterKernel(netns: netns)
+        } catch {
+            Stderr.print(error.description)
+            throw ExitCode(ExitStatus.kernelRefused)
+        }
+    }
+}
+
+struct ApplyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "apply",
+        abstract: "Program the spec's table into the kernel in one atomic transaction.",
+        discussion: """
+            Afterwards the kernel holds exactly the spec's table inet <table>; no other table is read or \
+            changed. An existing nftpool table of that name is replaced inside the same transaction, so \
+            packets see the old table or the new one, never a mix. Exit 0 applied, 1 the kernel refused \
+            (nothing was applied), 2 invalid spec (nothing was sent).
+            """
+    )
+
+    @OptionGroup var input: SpecInput
+    @OptionGroup var options: KernelOptions
+
+    func run() throws {
+        let spec = try input.load()
+        let table = RulesetBuilder.table(for: spec)
+        let kernel = try options.kernel()
+        do {
+            let report = try kernel.apply(table, force: options.force)
+            let backends = spec.pools.reduce(0) { $0 + $1.backends.count }
+            print(
+                "applied table inet \(table.name): \(plural(spec.pools.count, "pool")), \(plural(backends, "backend")); "
+                    + "one transaction of \(report.messages) messages (\(report.bytes) bytes)"
+                    + (report.replaced ? ", replacing the previous table" : ""))
+        } catch {
+            Stderr.print(error.description)
+            throw ExitCode(ExitStatus.kernelRefused)
+        }
+    }
+}
+
+struct DeleteCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "delete",
+        abstract: "Remove the spec's table from the kernel, and nothing else.",
+        discussion: "Exit 0 deleted or absent, 1 the kernel refused or the table is not nftpool's, 2 invalid spec."
+    )
+
+    @OptionGroup var input: SpecInput
+    @OptionGroup var options: KernelOptions
+
+    func run() throws {
+        let spec = try input.load()
+        let kernel = try options.kernel()
+        do {
+            if try kernel.delete(tableNamed: spec.table, force: options.force) {
+                print("deleted table inet \(spec.table)")
+            } else {
+                print("table inet \(spec.table) does not exist; nothing to delete")
+            }
+        } catch {
+            Stderr.print(error.description)
+            throw ExitCode(ExitStatus.kernelRefused)
+        }
+    }
+}
