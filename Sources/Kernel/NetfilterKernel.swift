@@ -21,19 +21,28 @@ public final class NetfilterKernel {
         public var bytes: Int
     }
 
-    /// Enters the named network namespace (ip netns) first when one is given; a process-wide change.
+    /// With `netns`, the socket is opened inside that named network namespace (`ip netns`); a socket
+    /// stays in the namespace it was made in, so the thread switches back at once and nothing else moves.
     public init(netns: String? = nil) throws(KernelError) {
-        if let netns { try Self.enter(netns) }
-        socket = try NetlinkSocket()
+        if let netns {
+            socket = try Self.inNamespace(netns) { () throws(KernelError) in try NetlinkSocket() }
+        } else {
+            socket = try NetlinkSocket()
+        }
         sequence = UInt32(truncatingIfNeeded: Int(Date().timeIntervalSince1970))
     }
 
-    static func enter(_ name: String) throws(KernelError) {
+    static func inNamespace<T>(_ name: String, _ body: () throws(KernelError) -> T) throws(KernelError) -> T {
         guard !name.contains("/"), !name.isEmpty else { throw KernelError.namespace(name, EINVAL) }
-        let fd = open("/var/run/netns/\(name)", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw KernelError.namespace(name, nftpool_errno()) }
-        defer { close(fd) }
-        guard nftpool_enter_net_namespace(fd) == 0 else { throw KernelError.namespace(name, nftpool_errno()) }
+        let home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
+        guard home >= 0 else { throw KernelError.namespace(name, nftpool_errno()) }
+        defer { close(home) }
+        let target = open("/var/run/netns/\(name)", O_RDONLY | O_CLOEXEC)
+        guard target >= 0 else { throw KernelError.namespace(name, nftpool_errno()) }
+        defer { close(target) }
+        guard nftpool_enter_net_namespace(target) == 0 else { throw KernelError.namespace(name, nftpool_errno()) }
+        defer { _ = nftpool_enter_net_namespace(home) }
+        return try body()
     }
 
     private func nextSequence() -> UInt32 {

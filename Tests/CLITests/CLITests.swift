@@ -49,7 +49,7 @@ import TestSupport
     @Test func helpOffersOnlyWorkingCommands() throws {
         let r = try Repo.run(Repo.nftpool, ["--help"])
         #expect(r.status == 0)
-        #expect(r.out.contains("validate") && r.out.contains("render"))
-        for missing in ["apply", "run", "status"] { #expect(!r.out.contains("  \(missing) ")) }
+        #expect(r.out.contains("validate") && r.out.contains("render") && r.out.contains("apply") && r.out.contains("delete"))
+        for missing in ["diff", "run", "status"] { #expect(!r.out.contains("  \(missing) ")) }
     }
 }

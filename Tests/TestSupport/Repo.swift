@@ -76,3 +76,31 @@ public struct KernelTestError: Error, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
 }
+
+public enum Listing {
+    /// `nft list` output with each `elements = { ... }` block's entries sorted: nft prints hash sets in
+    /// kernel hash order, which may differ between two loads of the same set.
+    public static func normalized(_ listing: String) -> String {
+        var out: [String] = []
+        var pending: [String]? = nil
+        var prefix = ""
+        for line in listing.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) {
+            if pending == nil, let r = line.range(of: "elements = { ") {
+                prefix = String(line[..<r.upperBound])
+                pending = [String(line[r.upperBound...])]
+            } else if pending != nil {
+                pending!.append(line.trimmingCharacters(in: .whitespaces))
+            } else {
+                out.append(line)
+            }
+            if let p = pending, p.last!.hasSuffix(" }") {
+                var body = p.joined(separator: " ")
+                body.removeLast(2)
+                let entries = body.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.sorted()
+                out.append(prefix + entries.joined(separator: ", ") + " }")
+                pending = nil
+            }
+        }
+        return out.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,158 @@
+import Foundation
+import Testing
+
+@testable import Kernel
+@testable import PoolSpec
+@testable import Ruleset
+import TestSupport
+
+func loadSpec(_ name: String) throws -> Spec {
+    try SpecDecoder.load(path: Repo.rulesets.appendingPathComponent("\(name).yaml").path)
+}
+
+func specPath(_ name: String) -> String { Repo.rulesets.appendingPathComponent("\(name).yaml").path }
+
+/// `nftpool apply` through netlink, judged by what the real `nft` lists. Each test makes its namespaces.
+@Suite(.serialized) struct ApplyTests {
+    @Test(arguments: Repo.exampleNames)
+    func appliedTableListsLikeTheGoldenRuleset(name: String) throws {
+        try ScratchNamespace.requireKernelTools()
+        let table = try loadSpec(name).table
+        let applied = try ScratchNamespace("apply"), golden = try ScratchNamespace("golden")
+        let r = try Repo.run(Repo.nftpool, ["apply", "--netns", applied.name, specPath(name)])
+        #expect(r.status == 0, "\(r.err)")
+        #expect(try golden.exec("nft", ["-f", Repo.rulesets.appendingPathComponent("\(name).nft").path]).status == 0)
+        let mine = try applied.exec("nft", ["list", "table", "inet", table]).out
+        let theirs = try golden.exec("nft", ["list", "table", "inet", table]).out
+        #expect(!mine.isEmpty)
+        #expect(Listing.normalized(mine) == Listing.normalized(theirs))
+    }
+
+    @Test func aChangeIsExactlyOneTransaction() throws {
+        try ScratchNamespace.requireKernelTools()
+        let ns = try ScratchNamespace("change")
+        let kernel = try NetfilterKernel(netns: ns.name)
+        try kernel.apply(RulesetBuilder.table(for: loadSpec("kube-apiserver")))
+        var changed = try loadSpec("kube-apiserver")
+        changed.pools[0].backends.removeLast()
+        changed.pools[0].backends[0].weight = 5
+        changed.pools.append(try loadSpec("weighted").pools[0])
+        let before = try kernel.generation()
+        try kernel.apply(RulesetBuilder.table(for: changed))
+        #expect(try kernel.generation() == before &+ 1)
+        let golden = try ScratchNamespace("change-golden")
+        #expect(try golden.exec("nft", ["-f", "-"], stdin: NftRenderer.script(RulesetBuilder.table(for: changed))).status == 0)
+        #expect(Listing.normalized(try ns.exec("nft", ["list", "table", "inet", "nftpool"]).out)
+            == Listing.normalized(try golden.exec("nft", ["list", "table", "inet", "nftpool"]).out))
+    }
+
+    @Test func aRefusedBatchLeavesTheKernelAsItWas() throws {
+        try ScratchNamespace.requireKernelTools()
+        let ns = try ScratchNamespace("atomic")
+        let kernel = try NetfilterKernel(netns: ns.name)
+        try kernel.apply(RulesetBuilder.table(for: loadSpec("kube-apiserver")))
+        let before = try ns.exec("nft", ["list", "ruleset"]).out
+        let generation = try kernel.generation()
+        // A valid new spec whose very last object is invalid: a rule naming a map that does not exist.
+        var broken = RulesetBuilder.table(for: try loadSpec("multi-pool"))
+        broken.name = "nftpool"
+        broken.chains[broken.chains.count - 1].rules.append(.dispatch(.ipv4, map: "no-such-map"))
+        #expect {
+            try kernel.apply(broken)
+        } throws: { error in
+            guard case KernelError.refused(let refusals) = error else { return false }
+            return refusals.count == 1 && refusals[0].errno == ENOENT && refusals[0].object.contains("no-such-map")
+        }
+        #expect(try ns.exec("nft", ["list", "ruleset"]).out == before)
+        #expect(try kernel.generation() == generation)
+    }
+
+    @Test func otherTablesAreNeverTouched() throws {
+        try ScratchNamespace.requireKernelTools()
+        let ns = try ScratchNamespace("coexist")
+        let others = """
+            table ip filter {
+            	chain input {
+            		type filter hook input priority filter; policy accept;
+            		tcp dport 22 counter accept
+            		ct state established,related accept
+            	}
+            }
+            table ip nat {
+            	chain postrouting {
+            		type nat hook postrouting priority srcnat; policy accept;
+            		oifname "eth0" masquerade
+            	}
+            }
+            table inet other {
+            	set blocked {
+            		type ipv4_addr
+            		elements = { 192.0.2.1, 198.51.100.7 }
+            	}
+            	chain c {
+            		ip saddr @blocked drop
+            	}
+            }
+            """
+        #expect(try ns.exec("nft", ["-f", "-"], stdin: others).status == 0)
+        func listOthers() throws -> String {
+            try ["ip filter", "ip nat", "inet other"].map {
+                try ns.exec("nft", ["list", "table"] + $0.split(separator: " ").map(String.init)).out
+            }.joined()
+        }
+        let before = try listOthers()
+        #expect(before.contains("192.0.2.1"))
+        for step in [["apply", specPath("multi-pool")], ["apply", specPath("multi-pool")], ["delete", specPath("multi-pool")]] {
+            let r = try Repo.run(Repo.nftpool, [step[0], "--netns", ns.name, step[1]])
+            #expect(r.status == 0, "\(step[0]): \(r.err)")
+            #expect(try listOthers() == before, "after \(step[0])")
+        }
+        #expect(try !ns.exec("nft", ["list", "tables"]).out.contains("edge"))
+    }
+
+    @Test func aTableNftpoolDidNotMakeIsRefusedUnlessForced() throws {
+        try ScratchNamespace.requireKernelTools()
+        let ns = try ScratchNamespace("owner")
+        #expect(try ns.exec("nft", ["-f", "-"], stdin: "table inet nftpool {\n\tchain mine {\n\t\tcounter\n\t}\n}\n").status == 0)
+        let before = try ns.exec("nft", ["list", "ruleset"]).out
+        for command in ["apply", "delete"] {
+            let r = try Repo.run(Repo.nftpool, [command, "--netns", ns.name, specPath("kube-apiserver")])
+            #expect(r.status == 1)
+            #expect(r.err.hasPrefix("table inet nftpool exists and was not made by nftpool"))
+            #expect(try ns.exec("nft", ["list", "ruleset"]).out == before)
+        }
+        let forced = try Repo.run(Repo.nftpool, ["apply", "--force", "--netns", ns.name, specPath("kube-apiserver")])
+        #expect(forced.status == 0, "\(forced.err)")
+        #expect(try !ns.exec("nft", ["list", "ruleset"]).out.contains("chain mine"))
+    }
+
+    @Test func withoutNetAdminTheErrorSaysWhatIsNeeded() throws {
+        try ScratchNamespace.requireKernelTools()
+        let ns = try ScratchNamespace("eperm")
+        let r = try ns.exec(
+            "setpriv", ["--bounding-set=-net_admin", "--inh-caps=-net_admin", Repo.nftpool.path, "apply", specPath("kube-apiserver")])
+        #expect(r.status == 1)
+        #expect(r.err.contains("permission denied: programming nftables needs root or CAP_NET_ADMIN"), "\(r.err)")
+        #expect(try ns.exec("nft", ["list", "ruleset"]).out.isEmpty)
+    }
+
+    @Test func deleteOfAnAbsentTableIsFine() throws {
+        try ScratchNamespace.requireKernelTools()
+        let ns = try ScratchNamespace("absent")
+        let r = try Repo.run(Repo.nftpool, ["delete", "--netns", ns.name, specPath("kube-apiserver")])
+        #expect(r.status == 0)
+        #expect(r.out == "table inet nftpool does not exist; nothing to delete\n")
+    }
+
+    @Test func largeSlotMapsArriveWhole() throws {
+        try ScratchNamespace.requireKernelTools()
+        let ns = try ScratchNamespace("large")
+        var pool = try loadSpec("weighted").pools[0]
+        pool.slots = .fixed(5000)
+        pool.backends = (0..<300).map { Backend(address: IPAddress("10.10.\($0 / 200 + 2).\($0 % 200 + 1)")!, port: 8080) }
+        let kernel = try NetfilterKernel(netns: ns.name)
+        try kernel.apply(RulesetBuilder.table(for: Spec(pools: [pool])))
+        let listing = try ns.exec("nft", ["list", "map", "inet", "nftpool", "pool-web-slots"]).out
+        #expect(listing.components(separatedBy: " : 10.10.").count - 1 == 5000)
+    }
+}
