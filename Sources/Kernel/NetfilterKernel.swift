@@ -56,23 +56,34 @@ public final class NetfilterKernel {
         return comment == RulesetBuilder.ownerComment ? .ours : .foreign
     }
 
+    /// Sends one request outside any batch and returns its errno (0 = fine) and the data messages.
+    private func request(
+        _ type: nf_tables_msg_types, family: Int32 = Int32(NFPROTO_INET),
+        payload: (UnsafeMutablePointer<nlmsghdr>) -> Void = { _ in }
+    ) throws(KernelError) -> (errno: Int32, messages: [[UInt8]]) {
+        let seq = nextSequence()
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let length = buffer.withUnsafeMutableBytes { raw -> Int in
+            let nlh = nftnl_nlmsg_build_hdr(
+                raw.baseAddress!.assumingMemoryBound(to: CChar.self), UInt16(type.rawValue), UInt16(family),
+                UInt16(NLM_F_ACK), seq)!
+            payload(nlh)
+            return Int(nlh.pointee.nlmsg_len)
+        }
+        try socket.send(Array(buffer[0..<length]))
+        let reply = try socket.collect(expected: [seq])
+        return (reply.status[seq] ?? 0, reply.messages)
+    }
+
     /// nil when the table does not exist; "" when it has no comment.
     func tableComment(_ name: String) throws(KernelError) -> String? {
-        let seq = nextSequence()
-        var request = [UInt8](repeating: 0, count: 4096)
-        let length = request.withUnsafeMutableBytes { raw -> Int in
-            let nlh = nftnl_nlmsg_build_hdr(
-                raw.baseAddress!.assumingMemoryBound(to: CChar.self), UInt16(NFT_MSG_GETTABLE.rawValue),
-                UInt16(NFPROTO_INET), UInt16(NLM_F_ACK), seq)!
+        let reply = try request(NFT_MSG_GETTABLE) { nlh in
             let t = nftnl_table_alloc()!
             defer { nftnl_table_free(t) }
             nftnl_table_set_str(t, UInt16(NFTNL_TABLE_NAME.rawValue), name)
             nftnl_table_nlmsg_build_payload(nlh, t)
-            return Int(nlh.pointee.nlmsg_len)
         }
-        try socket.send(Array(request[0..<length]))
-        let reply = try socket.collect(expected: [seq])
-        let e = reply.status[seq] ?? 0
+        let e = reply.errno
         if e == ENOENT { return nil }
         if e != 0 { throw KernelError.system("cannot read table inet \(name)", e) }
         guard var message = reply.messages.first else { return nil }
@@ -115,17 +126,8 @@ public final class NetfilterKernel {
 
     /// The ruleset generation: it advances by one with every committed transaction.
     public func generation() throws(KernelError) -> UInt32 {
-        let seq = nextSequence()
-        var request = [UInt8](repeating: 0, count: 256)
-        let length = request.withUnsafeMutableBytes { raw -> Int in
-            let nlh = nftnl_nlmsg_build_hdr(
-                raw.baseAddress!.assumingMemoryBound(to: CChar.self), UInt16(NFT_MSG_GETGEN.rawValue),
-                UInt16(AF_UNSPEC), UInt16(NLM_F_ACK), seq)!
-            return Int(nlh.pointee.nlmsg_len)
-        }
-        try socket.send(Array(request[0..<length]))
-        let reply = try socket.collect(expected: [seq])
-        if let e = reply.status[seq], e != 0 { throw KernelError.system("cannot read the ruleset generation", e) }
+        let reply = try request(NFT_MSG_GETGEN, family: AF_UNSPEC)
+        if reply.errno != 0 { throw KernelError.system("cannot read the ruleset generation", reply.errno) }
         guard var message = reply.messages.first else { throw KernelError.system("no generation in the reply", EPROTO) }
         return message.withUnsafeMutableBytes { raw -> UInt32 in
             let g = nftnl_gen_alloc()!

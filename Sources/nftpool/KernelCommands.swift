@@ -12,12 +12,17 @@ struct KernelOptions: ParsableArguments {
     var force = false
 
     func kernel() throws -> NetfilterKernel {
-        do {
-            return try NetfilterKernel(netns: netns)
-        } catch {
-            Stderr.print(error.description)
-            throw ExitCode(ExitStatus.kernelRefused)
-        }
+        try reportingKernelErrors { () throws(KernelError) in try NetfilterKernel(netns: netns) }
+    }
+}
+
+/// Runs kernel work; a KernelError is printed (one line per problem) and becomes exit 1.
+func reportingKernelErrors<T>(_ body: () throws(KernelError) -> T) throws -> T {
+    do {
+        return try body()
+    } catch {
+        Stderr.print(error.description)
+        throw ExitCode(ExitStatus.kernelRefused)
     }
 }
 
@@ -40,17 +45,12 @@ struct ApplyCommand: ParsableCommand {
         let spec = try input.load()
         let table = RulesetBuilder.table(for: spec)
         let kernel = try options.kernel()
-        do {
-            let report = try kernel.apply(table, force: options.force)
-            let backends = spec.pools.reduce(0) { $0 + $1.backends.count }
-            print(
-                "applied table inet \(table.name): \(plural(spec.pools.count, "pool")), \(plural(backends, "backend")); "
-                    + "one transaction of \(report.messages) messages (\(report.bytes) bytes)"
-                    + (report.replaced ? ", replacing the previous table" : ""))
-        } catch {
-            Stderr.print(error.description)
-            throw ExitCode(ExitStatus.kernelRefused)
-        }
+        let report = try reportingKernelErrors { () throws(KernelError) in try kernel.apply(table, force: options.force) }
+        let backends = spec.pools.reduce(0) { $0 + $1.backends.count }
+        print(
+            "applied table inet \(table.name): \(plural(spec.pools.count, "pool")), \(plural(backends, "backend")); "
+                + "one transaction of \(report.messages) messages (\(report.bytes) bytes)"
+                + (report.replaced ? ", replacing the previous table" : ""))
     }
 }
 
@@ -67,15 +67,9 @@ struct DeleteCommand: ParsableCommand {
     func run() throws {
         let spec = try input.load()
         let kernel = try options.kernel()
-        do {
-            if try kernel.delete(tableNamed: spec.table, force: options.force) {
-                print("deleted table inet \(spec.table)")
-            } else {
-                print("table inet \(spec.table) does not exist; nothing to delete")
-            }
-        } catch {
-            Stderr.print(error.description)
-            throw ExitCode(ExitStatus.kernelRefused)
+        let existed = try reportingKernelErrors { () throws(KernelError) in
+            try kernel.delete(tableNamed: spec.table, force: options.force)
         }
+        print(existed ? "deleted table inet \(spec.table)" : "table inet \(spec.table) does not exist; nothing to delete")
     }
 }
