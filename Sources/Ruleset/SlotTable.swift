@@ -90,15 +90,22 @@ public enum SlotTable {
                 pick = first
             } else {
                 // Positions left: this one, the rest, and the virtual copy of `first` that closes the ring.
+                // One pass keeps the best forced, allowed and merely open member (most credit wins).
                 let left = total - position + 1
                 let prev = order[order.count - 1]
-                func need(_ i: Int) -> Int { remaining[i] + (i == first ? 1 : 0) }
-                let open = counts.indices.filter { remaining[$0] > 0 && $0 != prev }
-                let forced = open.filter { i in i == first ? 2 * need(i) > left : 2 * need(i) > left - 1 }
-                let allowed = open.filter { i in !(i == first && 2 * need(i) == left) }
-                let choices = !forced.isEmpty ? forced : !allowed.isEmpty ? allowed
-                    : !open.isEmpty ? open : counts.indices.filter { remaining[$0] > 0 }
-                pick = choices.max { credit[$0] < credit[$1] || (credit[$0] == credit[$1] && $0 > $1) }!
+                var forced = -1, allowed = -1, open = -1, any = -1
+                for i in counts.indices where remaining[i] > 0 {
+                    func better(_ best: Int) -> Bool { best < 0 || credit[i] > credit[best] }
+                    if better(any) { any = i }
+                    guard i != prev else { continue }
+                    if better(open) { open = i }
+                    let need = remaining[i] + (i == first ? 1 : 0)
+                    if i == first ? 2 * need > left : 2 * need > left - 1 {
+                        if better(forced) { forced = i }
+                    }
+                    if !(i == first && 2 * need == left), better(allowed) { allowed = i }
+                }
+                pick = forced >= 0 ? forced : allowed >= 0 ? allowed : open >= 0 ? open : any
             }
             credit[pick] -= total
             remaining[pick] -= 1
