@@ -17,12 +17,14 @@ enum Expr: Equatable {
     case hash(sreg: UInt32, dreg: UInt32, length: UInt32, modulus: UInt32, seed: UInt32)
     case counter
     case reject(type: UInt32, code: UInt8)
+    /// Read back from the kernel and not one nftpool writes: never equal to a rule of ours.
+    case unknown(String)
 
     /// The kernel module that implements it, for error messages.
     var module: String {
         switch self {
         case .meta: return "nft_meta"
-        case .cmp, .payload, .bitwise, .lookup: return "nf_tables"
+        case .cmp, .payload, .bitwise, .lookup, .unknown: return "nf_tables"
         case .ct: return "nft_ct"
         case .masq: return "nft_masq"
         case .nat: return "nft_nat"
@@ -30,6 +32,53 @@ enum Expr: Equatable {
         case .hash: return "nft_hash"
         case .counter: return "nft_counter"
         case .reject: return "nft_reject_inet"
+        }
+    }
+}
+
+extension Expr {
+    /// Decodes a libnftnl expression read back from the kernel.
+    init(parsing e: OpaquePointer) {
+        func u32(_ attr: Int) -> UInt32 { nftnl_expr_get_u32(e, UInt16(attr)) }
+        func has(_ attr: Int) -> Bool { nftnl_expr_is_set(e, UInt16(attr)) }
+        func bytes(_ attr: Int) -> [UInt8] {
+            var len: UInt32 = 0
+            guard let p = nftnl_expr_get(e, UInt16(attr), &len) else { return [] }
+            return Array(UnsafeRawBufferPointer(start: p, count: Int(len)))
+        }
+        let name = nftnl_expr_get_str(e, UInt16(NFTNL_EXPR_NAME)).map { String(cString: $0) } ?? "?"
+        switch name {
+        case "meta": self = .meta(key: u32(NFTNL_EXPR_META_KEY), dreg: u32(NFTNL_EXPR_META_DREG))
+        case "cmp": self = .cmp(sreg: u32(NFTNL_EXPR_CMP_SREG), op: u32(NFTNL_EXPR_CMP_OP), data: bytes(NFTNL_EXPR_CMP_DATA))
+        case "payload":
+            self = .payload(
+                base: u32(NFTNL_EXPR_PAYLOAD_BASE), offset: u32(NFTNL_EXPR_PAYLOAD_OFFSET),
+                length: u32(NFTNL_EXPR_PAYLOAD_LEN), dreg: u32(NFTNL_EXPR_PAYLOAD_DREG))
+        case "ct":
+            self = .ct(
+                key: u32(NFTNL_EXPR_CT_KEY), dreg: u32(NFTNL_EXPR_CT_DREG),
+                direction: has(NFTNL_EXPR_CT_DIR) ? nftnl_expr_get_u8(e, UInt16(NFTNL_EXPR_CT_DIR)) : nil)
+        case "bitwise":
+            self = .bitwise(
+                sreg: u32(NFTNL_EXPR_BITWISE_SREG), dreg: u32(NFTNL_EXPR_BITWISE_DREG), length: u32(NFTNL_EXPR_BITWISE_LEN),
+                mask: bytes(NFTNL_EXPR_BITWISE_MASK), xor: bytes(NFTNL_EXPR_BITWISE_XOR))
+        case "lookup":
+            self = .lookup(
+                set: nftnl_expr_get_str(e, UInt16(NFTNL_EXPR_LOOKUP_SET)).map { String(cString: $0) } ?? "",
+                sreg: u32(NFTNL_EXPR_LOOKUP_SREG), dreg: has(NFTNL_EXPR_LOOKUP_DREG) ? u32(NFTNL_EXPR_LOOKUP_DREG) : nil)
+        case "masq": self = .masq
+        case "nat":
+            self = .nat(
+                type: u32(NFTNL_EXPR_NAT_TYPE), family: u32(NFTNL_EXPR_NAT_FAMILY), addressReg: u32(NFTNL_EXPR_NAT_REG_ADDR_MIN),
+                protoReg: has(NFTNL_EXPR_NAT_REG_PROTO_MIN) ? u32(NFTNL_EXPR_NAT_REG_PROTO_MIN) : nil)
+        case "numgen": self = .numgen(type: u32(NFTNL_EXPR_NG_TYPE), modulus: u32(NFTNL_EXPR_NG_MODULUS), dreg: u32(NFTNL_EXPR_NG_DREG))
+        case "hash":
+            self = .hash(
+                sreg: u32(NFTNL_EXPR_HASH_SREG), dreg: u32(NFTNL_EXPR_HASH_DREG), length: u32(NFTNL_EXPR_HASH_LEN),
+                modulus: u32(NFTNL_EXPR_HASH_MODULUS), seed: u32(NFTNL_EXPR_HASH_SEED))
+        case "counter": self = .counter
+        case "reject": self = .reject(type: u32(NFTNL_EXPR_REJECT_TYPE), code: nftnl_expr_get_u8(e, UInt16(NFTNL_EXPR_REJECT_CODE)))
+        default: self = .unknown(name)
         }
     }
 }

@@ -57,8 +57,8 @@ public final class NetfilterKernel {
     }
 
     /// Sends one request outside any batch and returns its errno (0 = fine) and the data messages.
-    private func request(
-        _ type: nf_tables_msg_types, family: Int32 = Int32(NFPROTO_INET),
+    func request(
+        _ type: nf_tables_msg_types, family: Int32 = Int32(NFPROTO_INET), flags: Int32 = 0,
         payload: (UnsafeMutablePointer<nlmsghdr>) -> Void = { _ in }
     ) throws(KernelError) -> (errno: Int32, messages: [[UInt8]]) {
         let seq = nextSequence()
@@ -66,7 +66,7 @@ public final class NetfilterKernel {
         let length = buffer.withUnsafeMutableBytes { raw -> Int in
             let nlh = nftnl_nlmsg_build_hdr(
                 raw.baseAddress!.assumingMemoryBound(to: CChar.self), UInt16(type.rawValue), UInt16(family),
-                UInt16(NLM_F_ACK), seq)!
+                UInt16(NLM_F_ACK | flags), seq)!
             payload(nlh)
             return Int(nlh.pointee.nlmsg_len)
         }

@@ -12,6 +12,19 @@ struct SetEncoding: Equatable {
     var userData: UserData
     var perElementCounter: Bool
 
+    init(
+        keyType: UInt32, keyLength: UInt32, dataType: UInt32?, dataLength: UInt32?, flags: UInt32,
+        userData: UserData, perElementCounter: Bool
+    ) {
+        self.keyType = keyType
+        self.keyLength = keyLength
+        self.dataType = dataType
+        self.dataLength = dataLength
+        self.flags = flags
+        self.userData = userData
+        self.perElementCounter = perElementCounter
+    }
+
     static let verdictType: UInt32 = 0xffff_ff00
     static let mapFlag: UInt32 = 0x8  // NFT_SET_MAP
 

@@ -224,6 +224,8 @@ enum TableMessages {
             return e
         case .counter:
             return new("counter")
+        case .unknown(let name):
+            preconditionFailure("nftpool never writes an expression it did not read: \(name)")
         case .reject(let type, let code):
             let e = new("reject")
             u32(e, NFTNL_EXPR_REJECT_TYPE, type)

@@ -4,6 +4,11 @@
 struct UserData: Equatable {
     private(set) var bytes: [UInt8] = []
 
+    init() {}
+
+    /// User data as read back from the kernel.
+    init(raw: [UInt8]) { bytes = raw }
+
     mutating func add(_ type: UInt8, _ value: [UInt8]) {
         precondition(value.count <= 255, "a user data value holds at most 255 bytes")
         bytes += [type, UInt8(value.count)] + value

@@ -1,0 +1,82 @@
+import Ruleset
+
+/// What the kernel holds for one table, at the wire level: the same encodings the writer produces, so
+/// that desired and actual compare field by field and a difference is exactly what must be sent.
+struct KernelSnapshot: Equatable {
+    struct SetState: Equatable {
+        var encoding: SetEncoding
+        var elements: Set<ElementBytes>
+    }
+
+    /// An element as bytes: key, and either data bytes or a verdict (with its chain for goto).
+    struct ElementBytes: Hashable {
+        var key: [UInt8]
+        var data: [UInt8]?
+        var verdict: Int32?
+        var chain: String?
+    }
+
+    struct ChainState: Equatable {
+        var base: BaseChain?
+        var rules: [RuleState]
+    }
+
+    struct RuleState: Equatable {
+        var handle: UInt64
+        var expressions: [Expr]
+        var comment: String?
+    }
+
+    var comment: String
+    var sets: [String: SetState]
+    var chains: [String: ChainState]
+}
+
+extension KernelSnapshot.ElementBytes {
+    /// The wire form of a model element.
+    init(_ element: Element) {
+        key = SetEncoding.bytes(element.key)
+        switch element.data {
+        case nil:
+            data = nil
+            verdict = nil
+            chain = nil
+        case .values(let values)?:
+            data = SetEncoding.bytes(values)
+            verdict = nil
+            chain = nil
+        case .verdict(.goto(let name))?:
+            data = nil
+            verdict = -4  // NFT_GOTO
+            chain = name
+        case .verdict(.drop)?:
+            data = nil
+            verdict = 0  // NF_DROP
+            chain = nil
+        }
+    }
+}
+
+extension KernelSnapshot {
+    /// The snapshot the kernel should hold for `table` (rule handles are the kernel's to give: 0 here).
+    init(desired table: Table) {
+        comment = table.comment
+        sets = Dictionary(uniqueKeysWithValues: table.sets.map {
+            ($0.name, SetState(encoding: SetEncoding($0), elements: Set($0.elements.map(ElementBytes.init))))
+        })
+        chains = Dictionary(uniqueKeysWithValues: table.chains.map { chain in
+            (chain.name, ChainState(
+                base: chain.base,
+                rules: chain.rules.map { RuleState(handle: 0, expressions: $0.expressions, comment: $0.comment) }))
+        })
+    }
+
+    /// The same snapshot with rule handles cleared, to compare content only.
+    var withoutHandles: KernelSnapshot {
+        var copy = self
+        for name in copy.chains.keys {
+            copy.chains[name]!.rules = copy.chains[name]!.rules.map { var r = $0; r.handle = 0; return r }
+        }
+        return copy
+    }
+}

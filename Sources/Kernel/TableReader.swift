@@ -1,0 +1,167 @@
+import CNetfilter
+import Ruleset
+
+/// Reads table inet <name> back over netlink (dumps of sets, elements, chains, rules) into a snapshot.
+/// Read-only: it never writes, and it reads no other table.
+extension NetfilterKernel {
+    func snapshot(of name: String) throws(KernelError) -> KernelSnapshot? {
+        guard let comment = try tableComment(name) else { return nil }
+        var snapshot = KernelSnapshot(comment: comment, sets: [:], chains: [:])
+
+        for message in try dump(NFT_MSG_GETSET, table: name) {
+            guard let (setName, encoding) = parseSet(message) else { continue }
+            snapshot.sets[setName] = KernelSnapshot.SetState(encoding: encoding, elements: [])
+        }
+        for setName in snapshot.sets.keys {
+            for message in try dump(NFT_MSG_GETSETELEM, table: name, set: setName) {
+                snapshot.sets[setName]!.elements.formUnion(parseElements(message))
+            }
+        }
+        for message in try dump(NFT_MSG_GETCHAIN, table: name) {
+            guard let (chainName, base) = parseChain(message, table: name) else { continue }
+            snapshot.chains[chainName] = KernelSnapshot.ChainState(base: base, rules: [])
+        }
+        for message in try dump(NFT_MSG_GETRULE, table: name) {
+            guard let (chainName, rule) = parseRule(message, table: name) else { continue }
+            snapshot.chains[chainName, default: KernelSnapshot.ChainState(base: nil, rules: [])].rules.append(rule)
+        }
+        return snapshot
+    }
+
+    private func dump(_ type: nf_tables_msg_types, table: String, set: String? = nil) throws(KernelError) -> [[UInt8]] {
+        let reply = try request(type, flags: NLM_F_DUMP) { nlh in
+            switch type {
+            case NFT_MSG_GETSET, NFT_MSG_GETSETELEM:
+                let s = nftnl_set_alloc()!
+                defer { nftnl_set_free(s) }
+                nftnl_set_set_str(s, UInt16(NFTNL_SET_TABLE.rawValue), table)
+                if let set { nftnl_set_set_str(s, UInt16(NFTNL_SET_NAME.rawValue), set) }
+                if type == NFT_MSG_GETSETELEM {
+                    nftnl_set_elems_nlmsg_build_payload(nlh, s)
+                } else {
+                    nftnl_set_nlmsg_build_payload(nlh, s)
+                }
+            case NFT_MSG_GETRULE:
+                let r = nftnl_rule_alloc()!
+                defer { nftnl_rule_free(r) }
+                nftnl_rule_set_str(r, UInt16(NFTNL_RULE_TABLE.rawValue), table)
+                nftnl_rule_nlmsg_build_payload(nlh, r)
+            default:
+                break  // GETCHAIN dumps the family; parseChain keeps our table's chains only
+            }
+        }
+        if reply.errno != 0 { throw KernelError.system("cannot read back table inet \(table)", reply.errno) }
+        return reply.messages
+    }
+
+    private func withMessage<T>(_ message: [UInt8], _ body: (UnsafePointer<nlmsghdr>) -> T) -> T {
+        var copy = message
+        return copy.withUnsafeMutableBytes { body(UnsafePointer($0.baseAddress!.assumingMemoryBound(to: nlmsghdr.self))) }
+    }
+
+    private func parseSet(_ message: [UInt8]) -> (String, SetEncoding)? {
+        withMessage(message) { nlh in
+            let s = nftnl_set_alloc()!
+            defer { nftnl_set_free(s) }
+            guard nftnl_set_nlmsg_parse(nlh, s) >= 0 else { return nil }
+            func u32(_ attr: nftnl_set_attr) -> UInt32? {
+                nftnl_set_is_set(s, UInt16(attr.rawValue)) ? nftnl_set_get_u32(s, UInt16(attr.rawValue)) : nil
+            }
+            var len: UInt32 = 0
+            var ud = UserData()
+            if let data = nftnl_set_get_data(s, UInt16(NFTNL_SET_USERDATA.rawValue), &len) {
+                ud = UserData(raw: Array(UnsafeRawBufferPointer(start: data, count: Int(len))))
+            }
+            var hasCounter = false
+            _ = withUnsafeMutablePointer(to: &hasCounter) { flag in
+                nftnl_set_expr_foreach(s, { expr, context in
+                    if let name = nftnl_expr_get_str(expr, UInt16(NFTNL_EXPR_NAME)), String(cString: name) == "counter" {
+                        context!.assumingMemoryBound(to: Bool.self).pointee = true
+                    }
+                    return 0
+                }, flag)
+            }
+            let name = String(cString: nftnl_set_get_str(s, UInt16(NFTNL_SET_NAME.rawValue)))
+            let dataType = u32(NFTNL_SET_DATA_TYPE)
+            // The kernel reports a verdict map's data length as a register's (16); nft and we send 0.
+            let dataLength = dataType == SetEncoding.verdictType ? 0 : u32(NFTNL_SET_DATA_LEN) ?? 0
+            let encoding = SetEncoding(
+                keyType: u32(NFTNL_SET_KEY_TYPE) ?? 0, keyLength: u32(NFTNL_SET_KEY_LEN) ?? 0,
+                dataType: dataType, dataLength: dataType == nil ? nil : dataLength,
+                flags: u32(NFTNL_SET_FLAGS) ?? 0, userData: ud, perElementCounter: hasCounter)
+            return (name, encoding)
+        }
+    }
+
+    private func parseElements(_ message: [UInt8]) -> [KernelSnapshot.ElementBytes] {
+        withMessage(message) { nlh in
+            let s = nftnl_set_alloc()!
+            defer { nftnl_set_free(s) }
+            guard nftnl_set_elems_nlmsg_parse(nlh, s) >= 0, let it = nftnl_set_elems_iter_create(s) else { return [] }
+            defer { nftnl_set_elems_iter_destroy(it) }
+            var out: [KernelSnapshot.ElementBytes] = []
+            var e = nftnl_set_elems_iter_cur(it)
+            while let element = e {
+                func bytes(_ attr: Int) -> [UInt8]? {
+                    var len: UInt32 = 0
+                    guard let p = nftnl_set_elem_get(element, UInt16(attr), &len) else { return nil }
+                    return Array(UnsafeRawBufferPointer(start: p, count: Int(len)))
+                }
+                var item = KernelSnapshot.ElementBytes(key: bytes(NFTNL_SET_ELEM_KEY) ?? [], data: bytes(NFTNL_SET_ELEM_DATA))
+                if bytes(NFTNL_SET_ELEM_VERDICT) != nil {
+                    item.verdict = Int32(bitPattern: nftnl_set_elem_get_u32(element, UInt16(NFTNL_SET_ELEM_VERDICT)))
+                    item.data = nil
+                    if let chain = nftnl_set_elem_get_str(element, UInt16(NFTNL_SET_ELEM_CHAIN)) {
+                        item.chain = String(cString: chain)
+                    }
+                }
+                out.append(item)
+                e = nftnl_set_elems_iter_next(it)
+            }
+            return out
+        }
+    }
+
+    private func parseChain(_ message: [UInt8], table: String) -> (String, BaseChain?)? {
+        withMessage(message) { nlh in
+            let c = nftnl_chain_alloc()!
+            defer { nftnl_chain_free(c) }
+            guard nftnl_chain_nlmsg_parse(nlh, c) >= 0,
+                String(cString: nftnl_chain_get_str(c, UInt16(NFTNL_CHAIN_TABLE.rawValue))) == table
+            else { return nil }
+            let name = String(cString: nftnl_chain_get_str(c, UInt16(NFTNL_CHAIN_NAME.rawValue)))
+            guard nftnl_chain_is_set(c, UInt16(NFTNL_CHAIN_HOOKNUM.rawValue)) else { return (name, nil) }
+            let hook: BaseChain.Hook
+            switch nftnl_chain_get_u32(c, UInt16(NFTNL_CHAIN_HOOKNUM.rawValue)) {
+            case UInt32(NF_INET_PRE_ROUTING.rawValue): hook = .prerouting
+            case UInt32(NF_INET_LOCAL_OUT.rawValue): hook = .output
+            case UInt32(NF_INET_POST_ROUTING.rawValue): hook = .postrouting
+            default: hook = .forward
+            }
+            let kind = BaseChain.Kind(rawValue: String(cString: nftnl_chain_get_str(c, UInt16(NFTNL_CHAIN_TYPE.rawValue)))) ?? .filter
+            let priority = Int(nftnl_chain_get_s32(c, UInt16(NFTNL_CHAIN_PRIO.rawValue)))
+            return (name, BaseChain(kind: kind, hook: hook, priority: priority))
+        }
+    }
+
+    private func parseRule(_ message: [UInt8], table: String) -> (String, KernelSnapshot.RuleState)? {
+        withMessage(message) { nlh in
+            let r = nftnl_rule_alloc()!
+            defer { nftnl_rule_free(r) }
+            guard nftnl_rule_nlmsg_parse(nlh, r) >= 0 else { return nil }
+            let chain = String(cString: nftnl_rule_get_str(r, UInt16(NFTNL_RULE_CHAIN.rawValue)))
+            let handle = nftnl_rule_get_u64(r, UInt16(NFTNL_RULE_HANDLE.rawValue))
+            var exprs: [Expr] = []
+            if let it = nftnl_expr_iter_create(r) {
+                defer { nftnl_expr_iter_destroy(it) }
+                while let e = nftnl_expr_iter_next(it) { exprs.append(Expr(parsing: e)) }
+            }
+            var comment: String?
+            var len: UInt32 = 0
+            if let data = nftnl_rule_get_data(r, UInt16(NFTNL_RULE_USERDATA.rawValue), &len) {
+                comment = UserData.string(0, in: Array(UnsafeRawBufferPointer(start: data, count: Int(len))))
+            }
+            return (chain, KernelSnapshot.RuleState(handle: handle, expressions: exprs, comment: comment))
+        }
+    }
+}
