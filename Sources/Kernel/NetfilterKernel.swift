@@ -14,11 +14,14 @@ public final class NetfilterKernel {
     }
 
     public struct ApplyReport: Equatable, Sendable {
-        /// Messages in the transaction (objects and element chunks), BEGIN/END not counted.
+        /// Messages in the transaction (objects and element chunks), BEGIN/END not counted; 0: nothing
+        /// differed and nothing was sent.
         public var messages: Int
-        /// The table existed before and was replaced whole.
+        /// A foreign table was taken over (--force) and replaced whole.
         public var replaced: Bool
         public var bytes: Int
+        /// One line per change, as `nftpool diff` prints them.
+        public var changes: [String]
     }
 
     /// With `netns`, the socket is opened inside that named network namespace (`ip netns`); a socket
@@ -101,15 +104,56 @@ public final class NetfilterKernel {
 
     /// Makes the kernel hold exactly `table`, in one transaction: when the table exists it is deleted and
     /// created again inside the same batch, so packets see the old table or the new one, never a mix.
+    /// Only what differs from the kernel's current table is sent; when nothing differs nothing is sent.
     @discardableResult
     public func apply(_ table: Table, force: Bool = false) throws(KernelError) -> ApplyReport {
-        let ownership = try ownership(of: table.name)
-        if ownership == .foreign && !force { throw KernelError.notOurs(table: table.name) }
+        let plan = try plan(for: table, force: force)
         var batch = NetlinkBatch(firstSequence: nextSequence())
-        if ownership != .absent { TableMessages.deleteTable(table.name, in: &batch) }
-        TableMessages.create(table, in: &batch)
+        switch plan {
+        case .create:
+            TableMessages.create(table, in: &batch)
+        case .takeOver:
+            TableMessages.deleteTable(table.name, in: &batch)
+            TableMessages.create(table, in: &batch)
+        case .change(let p):
+            if p.isEmpty { return ApplyReport(messages: 0, replaced: false, bytes: 0, changes: []) }
+            p.write(into: &batch, table: table)
+        }
         try commit(&batch, table: table)
-        return ApplyReport(messages: batch.messageCount, replaced: ownership != .absent, bytes: batch.buffer.count)
+        return ApplyReport(messages: batch.messageCount, replaced: plan.isTakeOver, bytes: batch.buffer.count, changes: plan.lines(table))
+    }
+
+    /// What apply would change, nothing sent. Empty when the kernel already holds exactly `table`.
+    public func diff(_ table: Table, force: Bool = false) throws(KernelError) -> [String] {
+        try plan(for: table, force: force).lines(table)
+    }
+
+    enum Plan {
+        case create
+        case takeOver
+        case change(TablePlan)
+
+        var isTakeOver: Bool { if case .takeOver = self { return true } else { return false } }
+
+        func lines(_ table: Table) -> [String] {
+            switch self {
+            case .create: return ["+ table inet \(table.name) (\(table.sets.count) sets and maps, \(table.chains.count) chains)"]
+            case .takeOver: return ["- table inet \(table.name) (not made by nftpool)", "+ table inet \(table.name)"]
+            case .change(let p): return p.lines
+            }
+        }
+    }
+
+    func plan(for table: Table, force: Bool) throws(KernelError) -> Plan {
+        switch try ownership(of: table.name) {
+        case .absent: return .create
+        case .foreign:
+            if !force { throw KernelError.notOurs(table: table.name) }
+            return .takeOver
+        case .ours:
+            guard let actual = try snapshot(of: table.name) else { return .create }
+            return .change(TablePlan(from: actual, to: table))
+        }
     }
 
     /// Deletes table inet `name` if it is nftpool's. Returns false when there was none.

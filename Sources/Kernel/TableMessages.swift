@@ -16,6 +16,60 @@ enum TableMessages {
         }
     }
 
+    static func deleteRule(handle: UInt64, chain: String, table: String, in batch: inout NetlinkBatch) {
+        batch.add(Int32(NFT_MSG_DELRULE.rawValue), describing: "delete rule \(handle) in chain \(chain)") { nlh in
+            let r = nftnl_rule_alloc()!
+            defer { nftnl_rule_free(r) }
+            nftnl_rule_set_str(r, UInt16(NFTNL_RULE_TABLE.rawValue), table)
+            nftnl_rule_set_str(r, UInt16(NFTNL_RULE_CHAIN.rawValue), chain)
+            nftnl_rule_set_u64(r, UInt16(NFTNL_RULE_HANDLE.rawValue), handle)
+            nftnl_rule_nlmsg_build_payload(nlh, r)
+        }
+    }
+
+    static func deleteSet(_ name: String, table: String, in batch: inout NetlinkBatch) {
+        batch.add(Int32(NFT_MSG_DELSET.rawValue), describing: "delete set \(name)") { nlh in
+            let s = nftnl_set_alloc()!
+            defer { nftnl_set_free(s) }
+            nftnl_set_set_str(s, UInt16(NFTNL_SET_TABLE.rawValue), table)
+            nftnl_set_set_str(s, UInt16(NFTNL_SET_NAME.rawValue), name)
+            nftnl_set_nlmsg_build_payload(nlh, s)
+        }
+    }
+
+    static func deleteChain(_ name: String, table: String, in batch: inout NetlinkBatch) {
+        batch.add(Int32(NFT_MSG_DELCHAIN.rawValue), describing: "delete chain \(name)") { nlh in
+            let c = nftnl_chain_alloc()!
+            defer { nftnl_chain_free(c) }
+            nftnl_chain_set_str(c, UInt16(NFTNL_CHAIN_TABLE.rawValue), table)
+            nftnl_chain_set_str(c, UInt16(NFTNL_CHAIN_NAME.rawValue), name)
+            nftnl_chain_nlmsg_build_payload(nlh, c)
+        }
+    }
+
+    /// Deletes elements by key, in chunks like additions.
+    static func deleteElements(_ elements: [KernelSnapshot.ElementBytes], set: String, table: String, in batch: inout NetlinkBatch) {
+        var start = 0
+        while start < elements.count {
+            let chunk = elements[start..<min(start + elementsPerMessage, elements.count)]
+            batch.add(Int32(NFT_MSG_DELSETELEM.rawValue), describing: "delete \(chunk.count) elements of \(set)") { nlh in
+                let s = nftnl_set_alloc()!
+                defer { nftnl_set_free(s) }
+                nftnl_set_set_str(s, UInt16(NFTNL_SET_TABLE.rawValue), table)
+                nftnl_set_set_str(s, UInt16(NFTNL_SET_NAME.rawValue), set)
+                for element in chunk {
+                    let e = nftnl_set_elem_alloc()!
+                    element.key.withUnsafeBytes { raw in
+                        _ = nftnl_set_elem_set(e, UInt16(NFTNL_SET_ELEM_KEY), raw.baseAddress, UInt32(raw.count))
+                    }
+                    nftnl_set_elem_add(s, e)
+                }
+                nftnl_set_elems_nlmsg_build_payload(nlh, s)
+            }
+            start += elementsPerMessage
+        }
+    }
+
     /// Every object of the table, created from nothing.
     static func create(_ table: Table, in batch: inout NetlinkBatch) {
         batch.add(Int32(NFT_MSG_NEWTABLE.rawValue), flags: NLM_F_CREATE, describing: "table inet \(table.name)") { nlh in
@@ -67,13 +121,12 @@ enum TableMessages {
         }
     }
 
-    static func addElements(_ elements: [Element], to set: NamedSet, setID: UInt32?, table: String, delete: Bool = false, in batch: inout NetlinkBatch) {
+    static func addElements(_ elements: [Element], to set: NamedSet, setID: UInt32?, table: String, in batch: inout NetlinkBatch) {
         var start = 0
         while start < elements.count {
             let chunk = elements[start..<min(start + elementsPerMessage, elements.count)]
-            let type = delete ? NFT_MSG_DELSETELEM : NFT_MSG_NEWSETELEM
             let what = "\(chunk.count) element\(chunk.count == 1 ? "" : "s") of \(set.name)"
-            batch.add(Int32(type.rawValue), flags: delete ? 0 : NLM_F_CREATE, describing: what) { nlh in
+            batch.add(Int32(NFT_MSG_NEWSETELEM.rawValue), flags: NLM_F_CREATE, describing: what) { nlh in
                 let s = nftnl_set_alloc()!
                 defer { nftnl_set_free(s) }
                 nftnl_set_set_str(s, UInt16(NFTNL_SET_TABLE.rawValue), table)

@@ -32,9 +32,9 @@ struct ApplyCommand: ParsableCommand {
         abstract: "Program the spec's table into the kernel in one atomic transaction.",
         discussion: """
             Afterwards the kernel holds exactly the spec's table inet <table>; no other table is read or \
-            changed. An existing nftpool table of that name is replaced inside the same transaction, so \
-            packets see the old table or the new one, never a mix. Exit 0 applied, 1 the kernel refused \
-            (nothing was applied), 2 invalid spec (nothing was sent).
+            changed. Only what differs from the kernel's current table is sent, as one transaction: \
+            packets see the old table or the new one, never a mix; when nothing differs nothing is sent. \
+            Exit 0 applied, 1 the kernel refused (nothing was applied), 2 invalid spec (nothing was sent).
             """
     )
 
@@ -46,11 +46,39 @@ struct ApplyCommand: ParsableCommand {
         let table = RulesetBuilder.table(for: spec)
         let kernel = try options.kernel()
         let report = try reportingKernelErrors { () throws(KernelError) in try kernel.apply(table, force: options.force) }
+        guard report.messages > 0 else {
+            print("table inet \(table.name) is up to date: nothing sent")
+            return
+        }
         let backends = spec.pools.reduce(0) { $0 + $1.backends.count }
         print(
             "applied table inet \(table.name): \(plural(spec.pools.count, "pool")), \(plural(backends, "backend")); "
                 + "one transaction of \(report.messages) messages (\(report.bytes) bytes)"
-                + (report.replaced ? ", replacing the previous table" : ""))
+                + (report.replaced ? ", replacing a table nftpool did not make" : ""))
+    }
+}
+
+struct DiffCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "diff",
+        abstract: "Show what apply would change in the kernel; nothing is sent.",
+        discussion: "Exit 0 no change, 3 changes pending, 1 the kernel could not be read, 2 invalid spec."
+    )
+
+    @OptionGroup var input: SpecInput
+    @OptionGroup var options: KernelOptions
+
+    func run() throws {
+        let spec = try input.load()
+        let table = RulesetBuilder.table(for: spec)
+        let kernel = try options.kernel()
+        let changes = try reportingKernelErrors { () throws(KernelError) in try kernel.diff(table, force: options.force) }
+        guard !changes.isEmpty else {
+            print("table inet \(table.name) is up to date")
+            return
+        }
+        for line in changes { print(line) }
+        throw ExitCode(ExitStatus.changesPending)
     }
 }
 

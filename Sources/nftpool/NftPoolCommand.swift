@@ -18,6 +18,6 @@ struct NftPoolCommand: ParsableCommand {
               nftpool render rulesets/kube-apiserver.yaml > lb.nft
             """,
         version: "0.1.0",
-        subcommands: [ValidateCommand.self, RenderCommand.self, ApplyCommand.self, DeleteCommand.self]
+        subcommands: [ValidateCommand.self, RenderCommand.self, DiffCommand.self, ApplyCommand.self, DeleteCommand.self]
     )
 }

@@ -50,6 +50,6 @@ import TestSupport
         let r = try Repo.run(Repo.nftpool, ["--help"])
         #expect(r.status == 0)
         #expect(r.out.contains("validate") && r.out.contains("render") && r.out.contains("apply") && r.out.contains("delete"))
-        for missing in ["diff", "run", "status"] { #expect(!r.out.contains("  \(missing) ")) }
+        for missing in ["run", "status"] { #expect(!r.out.contains("  \(missing) ")) }
     }
 }

@@ -156,3 +156,56 @@ func specPath(_ name: String) -> String { Repo.rulesets.appendingPathComponent("
         #expect(listing.components(separatedBy: " : 10.10.").count - 1 == 5000)
     }
 }
+
+@Suite(.serialized) struct DiffTests {
+    @Test(arguments: Repo.exampleNames)
+    func aSecondApplySendsNothingAndDiffSaysSo(name: String) throws {
+        try ScratchNamespace.requireKernelTools()
+        let ns = try ScratchNamespace("idem")
+        let first = try Repo.run(Repo.nftpool, ["apply", "--netns", ns.name, specPath(name)])
+        #expect(first.status == 0, "\(first.err)")
+        let kernel = try NetfilterKernel(netns: ns.name)
+        let generation = try kernel.generation()
+        let again = try Repo.run(Repo.nftpool, ["apply", "--netns", ns.name, specPath(name)])
+        #expect(again.status == 0)
+        #expect(again.out.hasSuffix("is up to date: nothing sent\n"), "\(again.out)")
+        #expect(try kernel.generation() == generation, "no transaction at all")
+        let diff = try Repo.run(Repo.nftpool, ["diff", "--netns", ns.name, specPath(name)])
+        #expect(diff.status == 0 && diff.out.hasSuffix("is up to date\n"))
+    }
+
+    @Test func disablingOneBackendRewritesOnlyItsSlots() throws {
+        try ScratchNamespace.requireKernelTools()
+        let ns = try ScratchNamespace("flip")
+        let kernel = try NetfilterKernel(netns: ns.name)
+        var spec = try loadSpec("source-hash")
+        let before = RulesetBuilder.table(for: spec)
+        try kernel.apply(before)
+        spec.pools[0].backends[1].state = .disabled
+        let after = RulesetBuilder.table(for: spec)
+        let held = before.set(named: "pool-sessions-slots")!.elements.filter {
+            $0.data == .values([.address(spec.pools[0].backends[1].address), .port(spec.pools[0].backends[1].port)])
+        }.count
+        #expect(held > 0)
+        let diff = try Repo.run(Repo.nftpool, ["diff", "--netns", ns.name, "-"], stdin: sourceHashSpecWithBackend1Disabled())
+        #expect(diff.status == 3)
+        #expect(diff.out == "- \(held) elements of pool-sessions-slots\n+ \(held) elements of pool-sessions-slots\n")
+        let generation = try kernel.generation()
+        let report = try kernel.apply(after)
+        #expect(report.messages == 2, "one DELSETELEM and one NEWSETELEM chunk")
+        #expect(try kernel.generation() == generation &+ 1)
+        let golden = try ScratchNamespace("flip-golden")
+        #expect(try golden.exec("nft", ["-f", "-"], stdin: NftRenderer.script(after)).status == 0)
+        #expect(Listing.normalized(try ns.exec("nft", ["list", "table", "inet", "nftpool"]).out)
+            == Listing.normalized(try golden.exec("nft", ["list", "table", "inet", "nftpool"]).out))
+    }
+}
+
+/// rulesets/source-hash.yaml with its second backend disabled, as spec text for the CLI.
+func sourceHashSpecWithBackend1Disabled() throws -> String {
+    let text = try String(contentsOfFile: specPath("source-hash"), encoding: .utf8)
+    let edited = text.replacingOccurrences(
+        of: "      - address: 10.20.1.2\n", with: "      - address: 10.20.1.2\n        state: disabled\n")
+    precondition(edited != text, "source-hash.yaml no longer lists 10.20.1.2")
+    return edited
+}

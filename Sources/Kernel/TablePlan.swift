@@ -1,0 +1,114 @@
+import Ruleset
+
+/// What must change to turn the kernel's table (a snapshot) into the desired one. Everything the kernel
+/// already holds as desired is left alone: elements that did not change are not sent, rules that did not
+/// change keep their handles (and numgen its rotation).
+struct TablePlan {
+    var deleteRules: [(chain: String, handle: UInt64)] = []
+    var deleteElements: [(set: String, elements: [KernelSnapshot.ElementBytes])] = []
+    var deleteSets: [String] = []
+    var deleteChains: [String] = []
+    var addChains: [Chain] = []
+    var addSets: [NamedSet] = []
+    var addElements: [(set: NamedSet, elements: [Element])] = []
+    var addRules: [(chain: String, rules: [Rule])] = []
+
+    var isEmpty: Bool {
+        deleteRules.isEmpty && deleteElements.isEmpty && deleteSets.isEmpty && deleteChains.isEmpty
+            && addChains.isEmpty && addSets.isEmpty && addElements.isEmpty && addRules.isEmpty
+    }
+
+    init(from actual: KernelSnapshot, to table: Table) {
+        let desired = KernelSnapshot(desired: table)
+        var recreatedSets = Set<String>()
+        for set in table.sets {
+            guard let have = actual.sets[set.name] else {
+                addSets.append(set)
+                continue
+            }
+            if have.encoding != desired.sets[set.name]!.encoding {
+                deleteSets.append(set.name)
+                addSets.append(set)
+                recreatedSets.insert(set.name)
+                continue
+            }
+            let want = desired.sets[set.name]!.elements
+            let gone = have.elements.subtracting(want)
+            if !gone.isEmpty { deleteElements.append((set.name, gone.sorted { $0.key.lexicographicallyPrecedes($1.key) })) }
+            let new = set.elements.filter { !have.elements.contains(KernelSnapshot.ElementBytes($0)) }
+            if !new.isEmpty { addElements.append((set, new)) }
+        }
+        for name in actual.sets.keys.sorted() where desired.sets[name] == nil { deleteSets.append(name) }
+
+        for chain in table.chains {
+            let want = desired.chains[chain.name]!
+            guard let have = actual.chains[chain.name] else {
+                addChains.append(chain)
+                addRules.append((chain.name, chain.rules))
+                continue
+            }
+            if have.base != want.base {
+                deleteRules += have.rules.map { (chain.name, $0.handle) }
+                deleteChains.append(chain.name)
+                addChains.append(chain)
+                addRules.append((chain.name, chain.rules))
+                continue
+            }
+            let usesRecreatedSet = chain.rules.contains { rule in
+                rule.expressions.contains { if case .lookup(let s, _, _) = $0 { return recreatedSets.contains(s) } else { return false } }
+            }
+            if usesRecreatedSet || have.withoutHandles(of: chain.name) != want.rules {
+                deleteRules += have.rules.map { (chain.name, $0.handle) }
+                addRules.append((chain.name, chain.rules))
+            }
+        }
+        for name in actual.chains.keys.sorted() where desired.chains[name] == nil {
+            deleteRules += actual.chains[name]!.rules.map { (name, $0.handle) }
+            deleteChains.append(name)
+        }
+    }
+
+    /// Human-readable lines, one per change, for `nftpool diff`.
+    var lines: [String] {
+        var out: [String] = []
+        let rulesByChain = Dictionary(grouping: deleteRules, by: \.chain).mapValues(\.count)
+        for (chain, n) in rulesByChain.sorted(by: { $0.key < $1.key }) { out.append("- \(n) rule\(n == 1 ? "" : "s") in chain \(chain)") }
+        for (set, elements) in deleteElements { out.append("- \(elements.count) element\(elements.count == 1 ? "" : "s") of \(set)") }
+        for name in deleteSets { out.append("- set \(name)") }
+        for name in deleteChains { out.append("- chain \(name)") }
+        for chain in addChains { out.append("+ chain \(chain.name)") }
+        for set in addSets { out.append("+ \(set.isMap ? "map" : "set") \(set.name) (\(set.elements.count) elements)") }
+        for (set, elements) in addElements { out.append("+ \(elements.count) element\(elements.count == 1 ? "" : "s") of \(set.name)") }
+        for (chain, rules) in addRules {
+            for rule in rules { out.append("+ rule in chain \(chain): \(NftRenderer.render(rule))") }
+        }
+        return out
+    }
+
+    /// The plan as messages of one batch, in an order the kernel accepts: references go before what they
+    /// refer to is deleted, and what is referred to exists before what refers to it is added.
+    func write(into batch: inout NetlinkBatch, table: Table) {
+        for (chain, handle) in deleteRules { TableMessages.deleteRule(handle: handle, chain: chain, table: table.name, in: &batch) }
+        for (set, elements) in deleteElements { TableMessages.deleteElements(elements, set: set, table: table.name, in: &batch) }
+        for name in deleteSets { TableMessages.deleteSet(name, table: table.name, in: &batch) }
+        for name in deleteChains { TableMessages.deleteChain(name, table: table.name, in: &batch) }
+        for chain in addChains { TableMessages.addChain(chain, table: table.name, in: &batch) }
+        let ids = Dictionary(uniqueKeysWithValues: table.sets.enumerated().map { ($1.name, UInt32($0 + 1)) })
+        for set in addSets {
+            TableMessages.addSet(set, id: ids[set.name]!, table: table.name, in: &batch)
+            TableMessages.addElements(set.elements, to: set, setID: ids[set.name], table: table.name, in: &batch)
+        }
+        for (set, elements) in addElements {
+            TableMessages.addElements(elements, to: set, setID: nil, table: table.name, in: &batch)
+        }
+        for (chain, rules) in addRules {
+            for rule in rules { TableMessages.addRule(rule, chain: chain, table: table, in: &batch) }
+        }
+    }
+}
+
+extension KernelSnapshot.ChainState {
+    func withoutHandles(of chain: String) -> [KernelSnapshot.RuleState] {
+        rules.map { var r = $0; r.handle = 0; return r }
+    }
+}
