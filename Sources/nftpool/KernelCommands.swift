@@ -14,6 +14,12 @@ struct KernelOptions: ParsableArguments {
     func kernel() throws -> NetfilterKernel {
         try reportingKernelErrors { () throws(KernelError) in try NetfilterKernel(netns: netns) }
     }
+
+    /// The spec is validated before the kernel is touched: exit 2 always means nothing was sent.
+    func prepare(_ input: SpecInput) throws -> (spec: Spec, table: Table, kernel: NetfilterKernel) {
+        let spec = try input.load()
+        return (spec, RulesetBuilder.table(for: spec), try kernel())
+    }
 }
 
 /// Runs kernel work; a KernelError is printed (one line per problem) and becomes exit 1.
@@ -42,9 +48,7 @@ struct ApplyCommand: ParsableCommand {
     @OptionGroup var options: KernelOptions
 
     func run() throws {
-        let spec = try input.load()
-        let table = RulesetBuilder.table(for: spec)
-        let kernel = try options.kernel()
+        let (spec, table, kernel) = try options.prepare(input)
         let report = try reportingKernelErrors { () throws(KernelError) in try kernel.apply(table, force: options.force) }
         guard report.messages > 0 else {
             print("table inet \(table.name) is up to date: nothing sent")
@@ -69,9 +73,7 @@ struct DiffCommand: ParsableCommand {
     @OptionGroup var options: KernelOptions
 
     func run() throws {
-        let spec = try input.load()
-        let table = RulesetBuilder.table(for: spec)
-        let kernel = try options.kernel()
+        let (_, table, kernel) = try options.prepare(input)
         let changes = try reportingKernelErrors { () throws(KernelError) in try kernel.diff(table, force: options.force) }
         guard !changes.isEmpty else {
             print("table inet \(table.name) is up to date")
