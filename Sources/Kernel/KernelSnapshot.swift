@@ -19,6 +19,9 @@ struct KernelSnapshot: Equatable {
     struct ChainState: Equatable {
         var base: BaseChain?
         var rules: [RuleState]
+
+        /// The rules with handles cleared, to compare content only (the kernel gives the handles).
+        var rulesWithoutHandles: [RuleState] { rules.map { var r = $0; r.handle = 0; return r } }
     }
 
     struct RuleState: Equatable {
@@ -74,9 +77,7 @@ extension KernelSnapshot {
     /// The same snapshot with rule handles cleared, to compare content only.
     var withoutHandles: KernelSnapshot {
         var copy = self
-        for name in copy.chains.keys {
-            copy.chains[name]!.rules = copy.chains[name]!.rules.map { var r = $0; r.handle = 0; return r }
-        }
+        for name in copy.chains.keys { copy.chains[name]!.rules = copy.chains[name]!.rulesWithoutHandles }
         return copy
     }
 }

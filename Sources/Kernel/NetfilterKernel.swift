@@ -2,7 +2,9 @@ import CNetfilter
 import Foundation
 import Ruleset
 
-/// The kernel's nftables, reached over netlink. Only table inet <name> of the spec is ever read or written.
+/// The kernel's nftables, reached over netlink. Only table inet <name> of the spec is ever written. Reads
+/// ask for that table only, except the chain dump: the kernel lists every inet table's chains, and all
+/// but ours are dropped as they are parsed.
 public final class NetfilterKernel {
     private let socket: NetlinkSocket
     private var sequence: UInt32
@@ -20,8 +22,6 @@ public final class NetfilterKernel {
         /// A foreign table was taken over (--force) and replaced whole.
         public var replaced: Bool
         public var bytes: Int
-        /// One line per change, as `nftpool diff` prints them.
-        public var changes: [String]
     }
 
     /// With `netns`, the socket is opened inside that named network namespace (`ip netns`); a socket
@@ -102,9 +102,9 @@ public final class NetfilterKernel {
         }
     }
 
-    /// Makes the kernel hold exactly `table`, in one transaction: when the table exists it is deleted and
-    /// created again inside the same batch, so packets see the old table or the new one, never a mix.
-    /// Only what differs from the kernel's current table is sent; when nothing differs nothing is sent.
+    /// Makes the kernel hold exactly `table`, in one transaction, so packets see the old table or the new
+    /// one, never a mix. Only what differs from the kernel's current table is sent; when nothing differs
+    /// nothing is sent. A foreign table taken over with `force` is deleted and created whole.
     @discardableResult
     public func apply(_ table: Table, force: Bool = false) throws(KernelError) -> ApplyReport {
         let plan = try plan(for: table, force: force)
@@ -116,11 +116,11 @@ public final class NetfilterKernel {
             TableMessages.deleteTable(table.name, in: &batch)
             TableMessages.create(table, in: &batch)
         case .change(let p):
-            if p.isEmpty { return ApplyReport(messages: 0, replaced: false, bytes: 0, changes: []) }
+            if p.isEmpty { return ApplyReport(messages: 0, replaced: false, bytes: 0) }
             p.write(into: &batch, table: table)
         }
         try commit(&batch, table: table)
-        return ApplyReport(messages: batch.messageCount, replaced: plan.isTakeOver, bytes: batch.buffer.count, changes: plan.lines(table))
+        return ApplyReport(messages: batch.messageCount, replaced: plan.isTakeOver, bytes: batch.buffer.count)
     }
 
     /// What apply would change, nothing sent. Empty when the kernel already holds exactly `table`.

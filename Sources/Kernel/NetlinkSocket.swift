@@ -52,7 +52,6 @@ final class NetlinkSocket {
     func collect(expected: Set<UInt32>) throws(KernelError) -> (status: [UInt32: Int32], messages: [[UInt8]]) {
         var status: [UInt32: Int32] = [:]
         var messages: [[UInt8]] = []
-        var dumpDone = false
         while !expected.isSubset(of: Set(status.keys)) {
             let n = receiveBuffer.withUnsafeMutableBytes { mnl_socket_recvfrom(nl, $0.baseAddress, $0.count) }
             if n < 0 {
@@ -62,7 +61,7 @@ final class NetlinkSocket {
                 }
                 throw KernelError.system("cannot read the kernel's reply", e)
             }
-            parse(receiveBuffer[0..<n], into: &status, &messages, &dumpDone)
+            parse(receiveBuffer[0..<n], into: &status, &messages)
         }
         // The whole batch was processed inside sendmsg; anything else is already queued.
         while true {
@@ -70,14 +69,13 @@ final class NetlinkSocket {
                 recv(mnl_socket_get_fd(nl), $0.baseAddress, $0.count, Int32(MSG_DONTWAIT))
             }
             if n <= 0 { break }
-            parse(receiveBuffer[0..<n], into: &status, &messages, &dumpDone)
+            parse(receiveBuffer[0..<n], into: &status, &messages)
         }
         return (status, messages)
     }
 
     private func parse(
-        _ bytes: ArraySlice<UInt8>, into status: inout [UInt32: Int32], _ messages: inout [[UInt8]],
-        _ dumpDone: inout Bool
+        _ bytes: ArraySlice<UInt8>, into status: inout [UInt32: Int32], _ messages: inout [[UInt8]]
     ) {
         var offset = bytes.startIndex
         while offset + 16 <= bytes.endIndex {
@@ -90,8 +88,7 @@ final class NetlinkSocket {
                 let error = Int32(bitPattern: Self.u32(bytes, offset + 16))
                 status[seq] = -error
             case NLMSG_DONE:
-                status[seq] = status[seq] ?? 0
-                dumpDone = true
+                status[seq] = status[seq] ?? 0  // a dump's end answers its request
             default:
                 messages.append(Array(bytes[offset..<(offset + length)]))
             }

@@ -70,6 +70,11 @@ enum TableMessages {
         }
     }
 
+    /// NFTA_SET_ID of each set: lets rules and elements in the same batch name a set created in it.
+    static func setIDs(_ table: Table) -> [String: UInt32] {
+        Dictionary(uniqueKeysWithValues: table.sets.enumerated().map { ($1.name, UInt32($0 + 1)) })
+    }
+
     /// Every object of the table, created from nothing.
     static func create(_ table: Table, in batch: inout NetlinkBatch) {
         batch.add(Int32(NFT_MSG_NEWTABLE.rawValue), flags: NLM_F_CREATE, describing: "table inet \(table.name)") { nlh in
@@ -86,14 +91,14 @@ enum TableMessages {
         }
         // nft's order: chains before sets, because verdict map elements name chains (goto pool-x).
         for chain in table.chains { addChain(chain, table: table.name, in: &batch) }
-        for (index, set) in table.sets.enumerated() {
-            let id = UInt32(index + 1)
-            addSet(set, id: id, table: table.name, in: &batch)
-            addElements(set.elements, to: set, setID: id, table: table.name, in: &batch)
+        let ids = setIDs(table)
+        for set in table.sets {
+            addSet(set, id: ids[set.name]!, table: table.name, in: &batch)
+            addElements(set.elements, to: set, setID: ids[set.name], table: table.name, in: &batch)
         }
         for chain in table.chains {
             for rule in chain.rules {
-                addRule(rule, chain: chain.name, table: table, in: &batch)
+                addRule(rule, chain: chain.name, table: table.name, setIDs: ids, in: &batch)
             }
         }
     }
@@ -182,15 +187,14 @@ enum TableMessages {
         }
     }
 
-    static func addRule(_ rule: Rule, chain: String, table: Table, in batch: inout NetlinkBatch) {
-        let setIDs = Dictionary(uniqueKeysWithValues: table.sets.enumerated().map { ($1.name, UInt32($0 + 1)) })
+    static func addRule(_ rule: Rule, chain: String, table: String, setIDs: [String: UInt32], in batch: inout NetlinkBatch) {
         batch.add(
             Int32(NFT_MSG_NEWRULE.rawValue), flags: NLM_F_CREATE | NLM_F_APPEND,
             describing: "rule in chain \(chain): \(NftRenderer.render(rule))"
         ) { nlh in
             let r = nftnl_rule_alloc()!
             defer { nftnl_rule_free(r) }
-            nftnl_rule_set_str(r, UInt16(NFTNL_RULE_TABLE.rawValue), table.name)
+            nftnl_rule_set_str(r, UInt16(NFTNL_RULE_TABLE.rawValue), table)
             nftnl_rule_set_str(r, UInt16(NFTNL_RULE_CHAIN.rawValue), chain)
             for expr in rule.expressions { nftnl_rule_add_expr(r, makeExpr(expr, setIDs: setIDs)) }
             if let comment = rule.comment {

@@ -57,7 +57,7 @@ struct TablePlan {
             let usesRecreatedSet = chain.rules.contains { rule in
                 rule.expressions.contains { if case .lookup(let s, _, _) = $0 { return recreatedSets.contains(s) } else { return false } }
             }
-            if usesRecreatedSet || have.withoutHandles(of: chain.name) != want.rules {
+            if usesRecreatedSet || have.rulesWithoutHandles != want.rules {
                 deleteRules += have.rules.map { (chain.name, $0.handle) }
                 addRules.append((chain.name, chain.rules))
             }
@@ -93,7 +93,7 @@ struct TablePlan {
         for name in deleteSets { TableMessages.deleteSet(name, table: table.name, in: &batch) }
         for name in deleteChains { TableMessages.deleteChain(name, table: table.name, in: &batch) }
         for chain in addChains { TableMessages.addChain(chain, table: table.name, in: &batch) }
-        let ids = Dictionary(uniqueKeysWithValues: table.sets.enumerated().map { ($1.name, UInt32($0 + 1)) })
+        let ids = TableMessages.setIDs(table)
         for set in addSets {
             TableMessages.addSet(set, id: ids[set.name]!, table: table.name, in: &batch)
             TableMessages.addElements(set.elements, to: set, setID: ids[set.name], table: table.name, in: &batch)
@@ -102,13 +102,8 @@ struct TablePlan {
             TableMessages.addElements(elements, to: set, setID: nil, table: table.name, in: &batch)
         }
         for (chain, rules) in addRules {
-            for rule in rules { TableMessages.addRule(rule, chain: chain, table: table, in: &batch) }
+            for rule in rules { TableMessages.addRule(rule, chain: chain, table: table.name, setIDs: ids, in: &batch) }
         }
     }
 }
 
-extension KernelSnapshot.ChainState {
-    func withoutHandles(of chain: String) -> [KernelSnapshot.RuleState] {
-        rules.map { var r = $0; r.handle = 0; return r }
-    }
-}

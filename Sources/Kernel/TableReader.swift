@@ -2,7 +2,7 @@ import CNetfilter
 import Ruleset
 
 /// Reads table inet <name> back over netlink (dumps of sets, elements, chains, rules) into a snapshot.
-/// Read-only: it never writes, and it reads no other table.
+/// Read-only. The chain dump returns every inet table's chains; parseChain keeps ours and drops the rest.
 extension NetfilterKernel {
     func snapshot(of name: String) throws(KernelError) -> KernelSnapshot? {
         guard let comment = try tableComment(name) else { return nil }
