@@ -11,11 +11,13 @@ struct SetEncoding: Equatable {
     var flags: UInt32
     var userData: UserData
     var perElementCounter: Bool
+    var size: UInt32?
 
     init(
         keyType: UInt32, keyLength: UInt32, dataType: UInt32?, dataLength: UInt32?, flags: UInt32,
-        userData: UserData, perElementCounter: Bool
+        userData: UserData, perElementCounter: Bool, size: UInt32?
     ) {
+        self.size = size
         self.keyType = keyType
         self.keyLength = keyLength
         self.dataType = dataType
@@ -103,6 +105,7 @@ struct SetEncoding: Equatable {
         flags = set.isMap ? Self.mapFlag : 0
         userData = ud
         perElementCounter = set.counter
+        size = set.size.map(UInt32.init)
     }
 
     private static func payload(_ proto: UInt32, field: UInt32) -> UserData {

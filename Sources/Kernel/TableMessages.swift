@@ -118,6 +118,7 @@ enum TableMessages {
                 nftnl_set_set_u32(s, UInt16(NFTNL_SET_DATA_LEN.rawValue), length)
             }
             nftnl_set_set_u32(s, UInt16(NFTNL_SET_ID.rawValue), id)
+            if let size = enc.size { nftnl_set_set_u32(s, UInt16(NFTNL_SET_DESC_SIZE.rawValue), size) }
             enc.userData.bytes.withUnsafeBytes { raw in
                 _ = nftnl_set_set_data(s, UInt16(NFTNL_SET_USERDATA.rawValue), raw.baseAddress, UInt32(raw.count))
             }

@@ -88,7 +88,8 @@ extension NetfilterKernel {
             let encoding = SetEncoding(
                 keyType: u32(NFTNL_SET_KEY_TYPE) ?? 0, keyLength: u32(NFTNL_SET_KEY_LEN) ?? 0,
                 dataType: dataType, dataLength: dataType == nil ? nil : dataLength,
-                flags: u32(NFTNL_SET_FLAGS) ?? 0, userData: ud, perElementCounter: hasCounter)
+                flags: u32(NFTNL_SET_FLAGS) ?? 0, userData: ud, perElementCounter: hasCounter,
+                size: u32(NFTNL_SET_DESC_SIZE))
             return (name, encoding)
         }
     }

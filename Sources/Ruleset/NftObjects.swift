@@ -66,13 +66,21 @@ public struct NamedSet: Equatable, Sendable {
     public var data: SetData?
     /// Every element carries a packet/byte counter.
     public var counter: Bool
+    /// A fixed capacity (`size N`). Slot maps declare it: their element count never changes, and a set of
+    /// known size gets the kernel's fixed hash, which takes 80,000 slot elements in about half the time
+    /// of the resizable one.
+    public var size: Int?
     public var elements: [Element]
 
-    public init(name: String, key: SetKey, data: SetData? = nil, counter: Bool = false, elements: [Element] = []) {
+    public init(
+        name: String, key: SetKey, data: SetData? = nil, counter: Bool = false, size: Int? = nil,
+        elements: [Element] = []
+    ) {
         self.name = name
         self.key = key
         self.data = data
         self.counter = counter
+        self.size = size
         self.elements = elements
     }
 

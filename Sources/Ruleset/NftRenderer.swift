@@ -22,6 +22,7 @@ public enum NftRenderer {
     static func render(_ set: NamedSet) -> String {
         var s = "\t\(set.isMap ? "map" : "set") \(set.name) {\n"
         s += "\t\t\(declaration(set))\n"
+        if let size = set.size { s += "\t\tsize \(size)\n" }
         if set.counter { s += "\t\tcounter\n" }
         if !set.elements.isEmpty {
             let items = set.elements.map(element)

@@ -137,7 +137,7 @@ struct PoolLayout {
     var slotMap: NamedSet {
         NamedSet(
             name: RulesetBuilder.slotMapName(pool), key: .slotIndex(modulus: slots.count),
-            data: .endpoint(pool.family, PortHeader.of(protocols)),
+            data: .endpoint(pool.family, PortHeader.of(protocols)), size: slots.count,
             elements: slots.enumerated().map { index, owner in
                 let be = pool.backends[owner]
                 return Element(key: [.index(index)], data: .values([.address(be.address), .port(be.port)]))

@@ -78,6 +78,11 @@ public enum SlotTable {
             var turns = SmoothTurns(weights: counts)
             return (0..<total).map { _ in turns.next() }
         }
+        // Equal counts (equal weights, slots a multiple of the backends: the common case) are a plain
+        // rotation: perfectly spaced, and free of the loop's O(slots × backends) cost.
+        if counts.allSatisfy({ $0 == counts[0] }) {
+            return (0..<total).map { $0 % counts.count }
+        }
         var remaining = counts
         var credit = [Int](repeating: 0, count: counts.count)
         var order: [Int] = []

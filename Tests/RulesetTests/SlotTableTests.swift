@@ -86,6 +86,16 @@ let weightCases: [[Int]] = [[1, 1, 1], [1, 2, 3], [1, 1000], Array(repeating: 1,
         }
     }
 
+    @Test func equalCountsArePlainRotation() {
+        // Each backend's slots are exactly n apart, and no ring of unequal counts is built at this cost.
+        for n in 1...40 {
+            for each in 1...12 {
+                let c = Array(repeating: each, count: n)
+                #expect(SlotTable.ringOrder(c) == (0..<(n * each)).map { $0 % n }, "\(n) backends × \(each) slots")
+            }
+        }
+    }
+
     @Test(arguments: [[1, 2, 3], [2, 1], [1, 1, 1], [5, 4, 1], [1, 1000]])
     func roundRobinIsSmooth(weights: [Int]) {
         // Any window of the ring holds each backend's share to within two slots: no bursts.
