@@ -5,24 +5,22 @@ import Ruleset
 struct KernelSnapshot: Equatable {
     struct SetState: Equatable {
         var encoding: SetEncoding
-        var elements: Set<ElementBytes>
+        /// Sorted by key (keys are unique in a set), so two states compare as arrays and the plan can
+        /// walk actual and desired side by side.
+        var elements: [ElementBytes]
+
+        init(encoding: SetEncoding, elements: [ElementBytes]) {
+            self.encoding = encoding
+            self.elements = elements.sorted { $0.key < $1.key }
+        }
     }
 
     /// An element as bytes: key, and either data bytes or a verdict (with its chain for goto).
     struct ElementBytes: Hashable {
-        var key: [UInt8]
-        var data: [UInt8]?
+        var key: PackedBytes
+        var data: PackedBytes?
         var verdict: Int32?
         var chain: String?
-
-        // Hash the byte arrays in one call each, not byte by byte: a 10,000-backend table compares
-        // 90,000 elements on every apply.
-        func hash(into hasher: inout Hasher) {
-            key.withUnsafeBytes { hasher.combine(bytes: $0) }
-            if let data { data.withUnsafeBytes { hasher.combine(bytes: $0) } }
-            hasher.combine(verdict)
-            hasher.combine(chain)
-        }
     }
 
     struct ChainState: Equatable {
@@ -47,14 +45,14 @@ struct KernelSnapshot: Equatable {
 extension KernelSnapshot.ElementBytes {
     /// The wire form of a model element.
     init(_ element: Element) {
-        key = SetEncoding.bytes(element.key)
+        key = PackedBytes(SetEncoding.bytes(element.key))
         switch element.data {
         case nil:
             data = nil
             verdict = nil
             chain = nil
         case .values(let values)?:
-            data = SetEncoding.bytes(values)
+            data = PackedBytes(SetEncoding.bytes(values))
             verdict = nil
             chain = nil
         case .verdict(.goto(let name))?:
@@ -74,7 +72,7 @@ extension KernelSnapshot {
     init(desired table: Table) {
         comment = table.comment
         sets = Dictionary(uniqueKeysWithValues: table.sets.map {
-            ($0.name, SetState(encoding: SetEncoding($0), elements: Set($0.elements.map(ElementBytes.init))))
+            ($0.name, SetState(encoding: SetEncoding($0), elements: $0.elements.map(ElementBytes.init)))
         })
         chains = Dictionary(uniqueKeysWithValues: table.chains.map { chain in
             (chain.name, ChainState(

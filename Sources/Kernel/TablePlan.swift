@@ -32,10 +32,8 @@ struct TablePlan {
                 recreatedSets.insert(set.name)
                 continue
             }
-            let want = desired.sets[set.name]!.elements
-            let gone = have.elements.subtracting(want)
-            if !gone.isEmpty { deleteElements.append((set.name, gone.sorted { $0.key.lexicographicallyPrecedes($1.key) })) }
-            let new = set.elements.filter { !have.elements.contains(KernelSnapshot.ElementBytes($0)) }
+            let (gone, new) = Self.elementChanges(have: have.elements, want: set.elements)
+            if !gone.isEmpty { deleteElements.append((set.name, gone)) }
             if !new.isEmpty { addElements.append((set, new)) }
         }
         for name in actual.sets.keys.sorted() where desired.sets[name] == nil { deleteSets.append(name) }
@@ -66,6 +64,34 @@ struct TablePlan {
             deleteRules += actual.chains[name]!.rules.map { (name, $0.handle) }
             deleteChains.append(name)
         }
+    }
+
+    /// One walk over both key-sorted lists: an element whose key is held with other data is deleted and
+    /// added again (the kernel does not replace an element's data in place).
+    static func elementChanges(have: [KernelSnapshot.ElementBytes], want model: [Element])
+        -> (gone: [KernelSnapshot.ElementBytes], new: [Element])
+    {
+        let want = model.indices.map { (bytes: KernelSnapshot.ElementBytes(model[$0]), index: $0) }
+            .sorted { $0.bytes.key < $1.bytes.key }
+        var gone: [KernelSnapshot.ElementBytes] = [], new: [Element] = []
+        var i = 0, j = 0
+        while i < have.count || j < want.count {
+            if j == want.count || (i < have.count && have[i].key < want[j].bytes.key) {
+                gone.append(have[i])
+                i += 1
+            } else if i == have.count || want[j].bytes.key < have[i].key {
+                new.append(model[want[j].index])
+                j += 1
+            } else {
+                if have[i] != want[j].bytes {
+                    gone.append(have[i])
+                    new.append(model[want[j].index])
+                }
+                i += 1
+                j += 1
+            }
+        }
+        return (gone, new)
     }
 
     /// Human-readable lines, one per change, for `nftpool diff`.

@@ -10,12 +10,11 @@ extension NetfilterKernel {
 
         for message in try dump(NFT_MSG_GETSET, table: name) {
             guard let (setName, encoding) = parseSet(message) else { continue }
-            snapshot.sets[setName] = KernelSnapshot.SetState(encoding: encoding, elements: [])
-        }
-        for setName in snapshot.sets.keys {
+            var elements: [KernelSnapshot.ElementBytes] = []
             for message in try dump(NFT_MSG_GETSETELEM, table: name, set: setName) {
-                snapshot.sets[setName]!.elements.formUnion(parseElements(message))
+                elements += parseElements(message)
             }
+            snapshot.sets[setName] = KernelSnapshot.SetState(encoding: encoding, elements: elements)
         }
         for message in try dump(NFT_MSG_GETCHAIN, table: name) {
             guard let (chainName, base) = parseChain(message, table: name) else { continue }
@@ -101,15 +100,16 @@ extension NetfilterKernel {
             guard nftnl_set_elems_nlmsg_parse(nlh, s) >= 0, let it = nftnl_set_elems_iter_create(s) else { return [] }
             defer { nftnl_set_elems_iter_destroy(it) }
             var out: [KernelSnapshot.ElementBytes] = []
-            var e = nftnl_set_elems_iter_cur(it)
-            while let element = e {
-                func bytes(_ attr: Int) -> [UInt8]? {
+            // iter_next returns the current element and then advances (starting with iter_cur's
+            // would read the first element twice).
+            while let element = nftnl_set_elems_iter_next(it) {
+                func bytes(_ attr: Int) -> PackedBytes? {
                     var len: UInt32 = 0
                     guard let p = nftnl_set_elem_get(element, UInt16(attr), &len) else { return nil }
-                    return Array(UnsafeRawBufferPointer(start: p, count: Int(len)))
+                    return PackedBytes(UnsafeRawBufferPointer(start: p, count: Int(len)))
                 }
-                var item = KernelSnapshot.ElementBytes(key: bytes(NFTNL_SET_ELEM_KEY) ?? [], data: bytes(NFTNL_SET_ELEM_DATA))
-                if bytes(NFTNL_SET_ELEM_VERDICT) != nil {
+                var item = KernelSnapshot.ElementBytes(key: bytes(NFTNL_SET_ELEM_KEY) ?? PackedBytes([]), data: bytes(NFTNL_SET_ELEM_DATA))
+                if nftnl_set_elem_is_set(element, UInt16(NFTNL_SET_ELEM_VERDICT)) {
                     item.verdict = Int32(bitPattern: nftnl_set_elem_get_u32(element, UInt16(NFTNL_SET_ELEM_VERDICT)))
                     item.data = nil
                     if let chain = nftnl_set_elem_get_str(element, UInt16(NFTNL_SET_ELEM_CHAIN)) {
@@ -117,7 +117,6 @@ extension NetfilterKernel {
                     }
                 }
                 out.append(item)
-                e = nftnl_set_elems_iter_next(it)
             }
             return out
         }
