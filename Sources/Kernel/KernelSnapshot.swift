@@ -69,10 +69,10 @@ extension KernelSnapshot.ElementBytes {
 
 extension KernelSnapshot {
     /// The snapshot the kernel should hold for `table` (rule handles are the kernel's to give: 0 here).
-    init(desired table: Table) {
+    init(desired table: Table, elements: Bool = true) {
         comment = table.comment
         sets = Dictionary(uniqueKeysWithValues: table.sets.map {
-            ($0.name, SetState(encoding: SetEncoding($0), elements: $0.elements.map(ElementBytes.init)))
+            ($0.name, SetState(encoding: SetEncoding($0), elements: elements ? $0.elements.map(ElementBytes.init) : []))
         })
         chains = Dictionary(uniqueKeysWithValues: table.chains.map { chain in
             (chain.name, ChainState(

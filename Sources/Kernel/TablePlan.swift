@@ -19,14 +19,15 @@ struct TablePlan {
     }
 
     init(from actual: KernelSnapshot, to table: Table) {
-        let desired = KernelSnapshot(desired: table)
+        // Elements are compared by elementChanges; the desired snapshot is only needed without them.
+        let desired = KernelSnapshot(desired: table, elements: false)
         var recreatedSets = Set<String>()
         for set in table.sets {
             guard let have = actual.sets[set.name] else {
                 addSets.append(set)
                 continue
             }
-            if have.encoding != desired.sets[set.name]!.encoding {
+            if have.encoding != SetEncoding(set) {
                 deleteSets.append(set.name)
                 addSets.append(set)
                 recreatedSets.insert(set.name)
