@@ -36,5 +36,8 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
         // Needs root, nft and network namespaces; fails (never skips) when it cannot run them.
         .testTarget(name: "KernelAcceptanceTests", dependencies: ["Ruleset", "PoolSpec", "Kernel", "TestSupport"]),
+        // Real traffic: namespaces joined by veth and a bridge, Python servers in the backends (integration/).
+        .target(name: "IntegrationHarness", dependencies: ["TestSupport"], path: "integration/Harness"),
+        .testTarget(name: "IntegrationTests", dependencies: ["IntegrationHarness"], path: "integration/Tests"),
     ]
 )

@@ -1,0 +1,285 @@
+import Foundation
+import TestSupport
+
+/// A topology of network namespaces for real traffic through nftpool, made for one test and torn down
+/// after it (servers killed, namespaces deleted), also when the test fails. Addresses exist only inside
+/// its namespaces; the host's own ruleset and interfaces are never touched.
+///
+///     client ──veth── lb ──bridge── backend 0, backend 1, ...
+///     10.10.0.2/16    10.10.0.1/16 (l0), 10.20.0.1/24 (br0)      10.20.0.11, .12, ...
+///     fd00:10::2      fd00:10::1, fd00:20::1                      fd00:20::11, ::12, ...
+///
+/// The VIPs (10.99.0.1, fd00:99::1) sit on the LB's loopback: clients route to them via the LB, whose
+/// nat prerouting rewrites them, and a process inside the LB reaches them through nat output.
+public final class Sandbox {
+    public struct Options: Sendable {
+        public var backends = 3
+        /// Backends route back through the LB (default route via 10.20.0.1). False: they reach only their
+        /// own subnet, so replies to a client find their way only when the LB masquerades.
+        public var backendsRouteViaLB = true
+        /// Extra client source addresses (10.10.1.1 ... ) for source-hash tests.
+        public var extraClientAddresses = 0
+        /// Serve HTTPS with a throwaway CA (for /readyz checks).
+        public var https = false
+        public init() {}
+    }
+
+    public static let vip4 = "10.99.0.1"
+    public static let vip6 = "fd00:99::1"
+    public static let lbBackendSide = "10.20.0.1"
+
+    public let tag: String
+    public let client: String
+    public let lb: String
+    public let backends: [String]
+    public let dir: URL
+    public let options: Options
+    private var servers: [Process] = []
+    private var background: [Process] = []
+    nonisolated(unsafe) private static var counter = 0
+
+    public static func backendName(_ i: Int) -> String { "b\(i)" }
+    public static func backendAddress(_ i: Int) -> String { "10.20.0.\(11 + i)" }
+    public static func backendAddress6(_ i: Int) -> String { "fd00:20::\(11 + i)" }
+    public static func clientSource(_ i: Int) -> String { "10.10.\(1 + i / 250).\(1 + i % 250)" }
+    public var clientSources: [String] { (0..<options.extraClientAddresses).map(Self.clientSource) }
+    public var caFile: URL { dir.appendingPathComponent("ca.crt") }
+
+    public init(_ label: String, _ options: Options = Options()) throws {
+        try ScratchNamespace.requireKernelTools()
+        Self.sweepLeftovers()
+        Self.counter += 1
+        let tag = "npi\(getpid())-\(Self.counter)"
+        self.tag = tag
+        self.options = options
+        client = "\(tag)-client"
+        lb = "\(tag)-lb"
+        backends = (0..<options.backends).map { "\(tag)-b\($0)" }
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(tag)-\(label)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        do {
+            try build()
+            try startServers()
+        } catch {
+            close()
+            throw error
+        }
+    }
+
+    deinit { close() }
+
+    // MARK: topology
+
+    private func build() throws {
+        for ns in [client, lb] + backends { try ip(["netns", "add", ns]) }
+        try ip(["link", "add", "c0", "netns", client, "type", "veth", "peer", "name", "l0", "netns", lb])
+        var clientCmds = [
+            "link set lo up", "link set c0 up",
+            "addr add 10.10.0.2/16 dev c0", "addr add fd00:10::2/64 dev c0 nodad",
+            "route add default via 10.10.0.1", "route add ::/0 via fd00:10::1",
+        ]
+        clientCmds += clientSources.map { "addr add \($0)/16 dev c0" }
+        try batch(client, clientCmds)
+        var lbCmds = [
+            "link set lo up", "link set l0 up", "link add br0 type bridge", "link set br0 up",
+            "addr add 10.10.0.1/16 dev l0", "addr add fd00:10::1/64 dev l0 nodad",
+            "addr add 10.20.0.1/24 dev br0", "addr add fd00:20::1/64 dev br0 nodad",
+            "addr add \(Self.vip4)/32 dev lo", "addr add \(Self.vip6)/128 dev lo",
+        ]
+        for (i, ns) in backends.enumerated() {
+            try ip(["link", "add", "e0", "netns", ns, "type", "veth", "peer", "name", "vb\(i)", "netns", lb])
+            lbCmds += ["link set vb\(i) master br0", "link set vb\(i) up"]
+            var cmds = [
+                "link set lo up", "link set e0 up",
+                "addr add \(Self.backendAddress(i))/24 dev e0", "addr add \(Self.backendAddress6(i))/64 dev e0 nodad",
+            ]
+            if options.backendsRouteViaLB {
+                cmds += ["route add default via 10.20.0.1", "route add ::/0 via fd00:20::1"]
+            }
+            try batch(ns, cmds)
+        }
+        try batch(lb, lbCmds)
+        try exec(lb, "sysctl", ["-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
+                                "net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf.br0.send_redirects=0"])
+    }
+
+    private func startServers() throws {
+        var tlsArgs: [String] = []
+        if options.https {
+            try makeCertificates()
+            tlsArgs = ["--cert", dir.appendingPathComponent("server.crt").path,
+                       "--key", dir.appendingPathComponent("server.key").path]
+        }
+        for (i, ns) in backends.enumerated() {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+            p.arguments = ["netns", "exec", ns, "python3", Self.scripts.appendingPathComponent("backend.py").path,
+                           "--name", Self.backendName(i), "--ready-file", readyFile(i).path,
+                           "--not-ready", notReadyFile(i).path] + tlsArgs
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle(forWritingAtPath: "/dev/stderr")
+            try p.run()
+            servers.append(p)
+        }
+        let deadline = Date().addingTimeInterval(15)
+        for i in backends.indices {
+            while !FileManager.default.fileExists(atPath: readyFile(i).path) {
+                guard Date() < deadline, servers[i].isRunning else {
+                    throw KernelTestError("backend server \(Self.backendName(i)) did not start")
+                }
+                usleep(20_000)
+            }
+        }
+    }
+
+    private func readyFile(_ i: Int) -> URL { dir.appendingPathComponent("b\(i).ready") }
+    public func notReadyFile(_ i: Int) -> URL { dir.appendingPathComponent("b\(i).not-ready") }
+
+    /// A CA and one server certificate valid for every backend address and the VIPs.
+    private func makeCertificates() throws {
+        let sans = (backends.indices.flatMap { ["IP:\(Self.backendAddress($0))", "IP:\(Self.backendAddress6($0))"] }
+            + ["IP:\(Self.vip4)", "IP:\(Self.vip6)", "DNS:kubernetes"]).joined(separator: ",")
+        let d = dir.path
+        let script = """
+            set -e
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=sandbox-ca \
+              -keyout \(d)/ca.key -out \(d)/ca.crt 2>/dev/null
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=kube-apiserver \
+              -keyout \(d)/server.key -out \(d)/server.csr 2>/dev/null
+            printf 'subjectAltName=\(sans)\\n' > \(d)/san.ext
+            openssl x509 -req -in \(d)/server.csr -CA \(d)/ca.crt -CAkey \(d)/ca.key -CAcreateserial -days 2 \
+              -extfile \(d)/san.ext -out \(d)/server.crt 2>/dev/null
+            """
+        let r = try Repo.run(URL(fileURLWithPath: "/bin/sh"), ["-c", script])
+        guard r.status == 0 else { throw KernelTestError("openssl failed: \(r.err)") }
+    }
+
+    // MARK: driving it
+
+    /// `nftpool apply --netns <lb>` of the given spec text; throws with nftpool's message on failure.
+    @discardableResult
+    public func apply(_ spec: String) throws -> String {
+        let file = dir.appendingPathComponent("spec.yaml")
+        try spec.write(to: file, atomically: true, encoding: .utf8)
+        let r = try Repo.run(Repo.nftpool, ["apply", "--netns", lb, file.path])
+        guard r.status == 0 else { throw KernelTestError("nftpool apply exited \(r.status): \(r.err)") }
+        return r.out
+    }
+
+    /// Runs the traffic client in the client namespace (or `in:` another) and returns its last JSON line.
+    public func traffic(_ arguments: [String], in namespace: String? = nil) throws -> [String: Any] {
+        let r = try exec(namespace ?? client, "python3", [Self.scripts.appendingPathComponent("client.py").path] + arguments)
+        guard r.status == 0, let line = r.out.split(separator: "\n").last,
+            let json = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+        else { throw KernelTestError("client \(arguments) failed (\(r.status)): \(r.err)\(r.out)") }
+        return json
+    }
+
+    /// Starts the traffic client in the background; `Background.first` reads its first JSON line,
+    /// `finish()` waits for its last.
+    public func startTraffic(_ arguments: [String]) throws -> Background {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        p.arguments = ["netns", "exec", client, "python3", Self.scripts.appendingPathComponent("client.py").path] + arguments
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle(forWritingAtPath: "/dev/stderr")
+        try p.run()
+        background.append(p)
+        return Background(process: p, output: out.fileHandleForReading)
+    }
+
+    public final class Background {
+        let process: Process
+        let output: FileHandle
+        private var buffer = Data()
+
+        init(process: Process, output: FileHandle) {
+            self.process = process
+            self.output = output
+        }
+
+        /// The next JSON line the client prints (blocks until it does).
+        public func nextLine() throws -> [String: Any] {
+            while true {
+                if let nl = buffer.firstIndex(of: UInt8(ascii: "\n")) {
+                    let line = buffer[buffer.startIndex..<nl]
+                    buffer = Data(buffer[(nl + 1)...])
+                    return try JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] ?? [:]
+                }
+                let chunk = output.availableData
+                if chunk.isEmpty { throw KernelTestError("background client ended without output") }
+                buffer.append(chunk)
+            }
+        }
+
+        /// Asks the client to stop early (SIGINT); it still prints its summary.
+        public func stop() { process.interrupt() }
+
+        public func finish() throws -> [String: Any] {
+            let line = try nextLine()
+            process.waitUntilExit()
+            return line
+        }
+    }
+
+    /// Stops backend i's servers (the process is killed; its namespace and address stay).
+    public func killBackend(_ i: Int) {
+        kill(servers[i].processIdentifier, SIGKILL)
+        servers[i].waitUntilExit()
+    }
+
+    @discardableResult
+    public func exec(_ namespace: String, _ command: String, _ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
+        try Repo.run(URL(fileURLWithPath: "/usr/sbin/ip"), ["netns", "exec", namespace, command] + arguments)
+    }
+
+    private func ip(_ arguments: [String]) throws {
+        let r = try Repo.run(URL(fileURLWithPath: "/usr/sbin/ip"), arguments)
+        guard r.status == 0 else { throw KernelTestError("ip \(arguments.joined(separator: " ")): \(r.err)") }
+    }
+
+    private func batch(_ namespace: String, _ commands: [String]) throws {
+        let r = try Repo.run(URL(fileURLWithPath: "/usr/sbin/ip"), ["-n", namespace, "-batch", "-"],
+                             stdin: commands.joined(separator: "\n") + "\n")
+        guard r.status == 0 else { throw KernelTestError("ip -n \(namespace) -batch: \(r.err)") }
+    }
+
+    // MARK: teardown
+
+    /// Kills every process left in the sandbox's namespaces, deletes them and the scratch directory.
+    /// Safe to call twice.
+    public func close() {
+        // SIGKILL: a child inherits the test runner's blocked-signal mask, so SIGTERM may never arrive.
+        for p in servers + background where p.isRunning {
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+        }
+        servers = []
+        background = []
+        for ns in [client, lb] + backends { Self.deleteNamespace(ns) }
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    static func deleteNamespace(_ ns: String) {
+        let ip = URL(fileURLWithPath: "/usr/sbin/ip")
+        if let pids = try? Repo.run(ip, ["netns", "pids", ns]).out {
+            for pid in pids.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
+        }
+        _ = try? Repo.run(ip, ["netns", "del", ns])
+    }
+
+    /// Namespaces of an earlier run that died before it could clean up (its pid no longer exists).
+    static func sweepLeftovers() {
+        guard let list = try? Repo.run(URL(fileURLWithPath: "/usr/sbin/ip"), ["netns", "list"]).out else { return }
+        for line in list.split(separator: "\n") {
+            let name = String(line.split(separator: " ")[0])
+            guard name.hasPrefix("npi"), let pid = Int32(name.dropFirst(3).prefix { $0.isNumber }),
+                pid != getpid(), kill(pid, 0) != 0
+            else { continue }
+            deleteNamespace(name)
+        }
+    }
+
+    public static let scripts = Repo.root.appendingPathComponent("integration/servers")
+}
