@@ -11,6 +11,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // The pool spec: decoding (YAML/JSON), defaults and validation. Pure.
@@ -22,16 +25,35 @@ let package = Package(
             name: "CNetfilter", pkgConfig: "libnftnl", providers: [.apt(["libnftnl-dev", "libmnl-dev"])]),
         // The only code that talks to the kernel: typed ruleset ─► netlink batch, replies, read-back.
         .target(name: "Kernel", dependencies: ["Ruleset", "PoolSpec", "CNetfilter"]),
+        // Health probes (tcp, http, https over SwiftNIO/NIOSSL) and the rise/fall state machine. Knows
+        // nothing of nftables: it reads a spec's health checks and reports transitions.
+        .target(
+            name: "Probes",
+            dependencies: [
+                "PoolSpec",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]),
+        // `nftpool run`: spec + probe transitions ─► health ─► one netlink batch per change.
+        .target(
+            name: "Daemon",
+            dependencies: [
+                "PoolSpec", "Ruleset", "Kernel", "Probes", .product(name: "Logging", package: "swift-log"),
+            ]),
         .executableTarget(
             name: "nftpool",
             dependencies: [
-                "PoolSpec", "Ruleset", "Kernel",
+                "PoolSpec", "Ruleset", "Kernel", "Daemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // Helpers for tests only: repository paths, running the built binary, scratch network namespaces.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "PoolSpecTests", dependencies: ["PoolSpec"]),
+        .testTarget(name: "ProbesTests", dependencies: ["Probes", "PoolSpec"]),
         .testTarget(name: "RulesetTests", dependencies: ["Ruleset", "PoolSpec", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
         // Needs root, nft and network namespaces; fails (never skips) when it cannot run them.

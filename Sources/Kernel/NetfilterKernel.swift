@@ -8,6 +8,8 @@ import Ruleset
 public final class NetfilterKernel {
     private let socket: NetlinkSocket
     private var sequence: UInt32
+    /// The ruleset generation right after our last commit (see IncrementalApply).
+    private(set) var lastGeneration: UInt32?
 
     public enum Ownership: Equatable, Sendable {
         case absent
@@ -35,6 +37,16 @@ public final class NetfilterKernel {
         sequence = UInt32(truncatingIfNeeded: Int(Date().timeIntervalSince1970))
     }
 
+    /// Moves the calling thread into the named network namespace for good (`nftpool run --netns` does
+    /// this and then re-executes itself, so that every thread, probes included, lives there).
+    public static func enterNamespace(_ name: String) throws(KernelError) {
+        guard !name.contains("/"), !name.isEmpty else { throw KernelError.namespace(name, EINVAL) }
+        let target = open("/var/run/netns/\(name)", O_RDONLY | O_CLOEXEC)
+        guard target >= 0 else { throw KernelError.namespace(name, nftpool_errno()) }
+        defer { close(target) }
+        guard nftpool_enter_net_namespace(target) == 0 else { throw KernelError.namespace(name, nftpool_errno()) }
+    }
+
     static func inNamespace<T>(_ name: String, _ body: () throws(KernelError) -> T) throws(KernelError) -> T {
         guard !name.contains("/"), !name.isEmpty else { throw KernelError.namespace(name, EINVAL) }
         let home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
@@ -52,6 +64,8 @@ public final class NetfilterKernel {
         sequence &+= 1
         return sequence
     }
+
+    func nextSequenceNumber() -> UInt32 { nextSequence() }
 
     /// Whether table inet `name` exists and carries nftpool's mark.
     public func ownership(of name: String) throws(KernelError) -> Ownership {
@@ -76,6 +90,12 @@ public final class NetfilterKernel {
         try socket.send(Array(buffer[0..<length]))
         let reply = try socket.collect(expected: [seq])
         return (reply.status[seq] ?? 0, reply.messages)
+    }
+
+    /// Sends prepared netlink messages (each asking for an ACK) and waits for the replies to `sequences`.
+    func exchange(_ bytes: [UInt8], sequences: Set<UInt32>) throws(KernelError) -> (status: [UInt32: Int32], messages: [[UInt8]]) {
+        try socket.send(bytes)
+        return try socket.collect(expected: sequences)
     }
 
     /// nil when the table does not exist; "" when it has no comment.
@@ -181,7 +201,8 @@ public final class NetfilterKernel {
         }
     }
 
-    private func commit(_ batch: inout NetlinkBatch, table: Table?) throws(KernelError) {
+    func commit(_ batch: inout NetlinkBatch, table: Table?) throws(KernelError) {
+        lastGeneration = nil
         let first = batch.firstSequence + 1
         let end = batch.finish()
         sequence = end
@@ -194,6 +215,7 @@ public final class NetfilterKernel {
             return KernelError.Refusal(object: object, errno: e, modules: Self.modules(for: object, in: table))
         }
         if !refusals.isEmpty { throw KernelError.refused(refusals) }
+        lastGeneration = try? generation()
     }
 
     /// The kernel modules a refused rule needs, so a missing one can be named.

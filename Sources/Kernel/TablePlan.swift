@@ -18,6 +18,8 @@ struct TablePlan {
             && addChains.isEmpty && addSets.isEmpty && addElements.isEmpty && addRules.isEmpty
     }
 
+    init() {}
+
     init(from actual: KernelSnapshot, to table: Table) {
         // Elements are compared by elementChanges; the desired snapshot is only needed without them.
         let desired = KernelSnapshot(desired: table, elements: false)

@@ -84,6 +84,26 @@ public enum RulesetBuilder {
         return Table(name: spec.table, comment: ownerComment, sets: sets, chains: chains)
     }
 
+    /// `table(for: spec, health:)` computed from `previous` (the table of the same spec under other health)
+    /// by rebuilding only one pool's slot map and its frontends' verdicts: a health flip costs one pool's
+    /// work, not the whole table's.
+    public static func updating(_ previous: Table, spec: Spec, pool name: String, health: Health) -> Table {
+        guard let pool = spec.pools.first(where: { $0.name == name }) else { return previous }
+        let layout = PoolLayout(pool, table: spec.table, health: health)
+        var table = previous
+        let frontendKeys = Set(pool.frontends.map { [Value.address($0.address), .proto($0.protocol), .port($0.port)] })
+        for i in table.sets.indices {
+            if table.sets[i].name == slotMapName(pool) {
+                table.sets[i] = layout.slotMap
+            } else if table.sets[i].name == "frontends-\(suffix(pool.family))" {
+                for j in table.sets[i].elements.indices where frontendKeys.contains(table.sets[i].elements[j].key) {
+                    table.sets[i].elements[j].data = .verdict(layout.verdict)
+                }
+            }
+        }
+        return table
+    }
+
     public static func chainName(_ pool: Pool) -> String { "pool-\(pool.name)" }
     public static func slotMapName(_ pool: Pool) -> String { "pool-\(pool.name)-slots" }
 

@@ -1,7 +1,7 @@
 import ArgumentParser
 
 @main
-struct NftPoolCommand: ParsableCommand {
+struct NftPoolCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "nftpool",
         abstract: "Turn a pool spec into an nftables load balancer in the Linux kernel.",
@@ -18,6 +18,6 @@ struct NftPoolCommand: ParsableCommand {
               nftpool render rulesets/kube-apiserver.yaml > lb.nft
             """,
         version: "0.1.0",
-        subcommands: [ValidateCommand.self, RenderCommand.self, DiffCommand.self, ApplyCommand.self, DeleteCommand.self]
+        subcommands: [ValidateCommand.self, RenderCommand.self, DiffCommand.self, ApplyCommand.self, DeleteCommand.self, RunCommand.self, StatusCommand.self]
     )
 }

@@ -110,19 +110,28 @@ public final class Sandbox {
             tlsArgs = ["--cert", dir.appendingPathComponent("server.crt").path,
                        "--key", dir.appendingPathComponent("server.key").path]
         }
-        for (i, ns) in backends.enumerated() {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-            p.arguments = ["netns", "exec", ns, "python3", Self.scripts.appendingPathComponent("backend.py").path,
-                           "--name", Self.backendName(i), "--ready-file", readyFile(i).path,
-                           "--not-ready", notReadyFile(i).path] + tlsArgs
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle(forWritingAtPath: "/dev/stderr")
-            try p.run()
-            servers.append(p)
-        }
+        self.tlsArgs = tlsArgs
+        for i in backends.indices { servers.append(try startServer(i)) }
+        try waitReady(Array(backends.indices))
+    }
+
+    private var tlsArgs: [String] = []
+
+    private func startServer(_ i: Int) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        p.arguments = ["netns", "exec", backends[i], "python3", Self.scripts.appendingPathComponent("backend.py").path,
+                       "--name", Self.backendName(i), "--ready-file", readyFile(i).path,
+                       "--not-ready", notReadyFile(i).path] + tlsArgs
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle(forWritingAtPath: "/dev/stderr")
+        try p.run()
+        return p
+    }
+
+    private func waitReady(_ indices: [Int]) throws {
         let deadline = Date().addingTimeInterval(15)
-        for i in backends.indices {
+        for i in indices {
             while !FileManager.default.fileExists(atPath: readyFile(i).path) {
                 guard Date() < deadline, servers[i].isRunning else {
                     throw KernelTestError("backend server \(Self.backendName(i)) did not start")
@@ -227,6 +236,89 @@ public final class Sandbox {
     public func killBackend(_ i: Int) {
         kill(servers[i].processIdentifier, SIGKILL)
         servers[i].waitUntilExit()
+    }
+
+    /// Starts backend i's servers again after killBackend.
+    public func reviveBackend(_ i: Int) throws {
+        try? FileManager.default.removeItem(at: readyFile(i))
+        servers[i] = try startServer(i)
+        try waitReady([i])
+    }
+
+    /// Makes backend i's /readyz answer 503 (true) or 200 (false); it keeps serving everything else.
+    public func setNotReady(_ i: Int, _ notReady: Bool) {
+        if notReady {
+            FileManager.default.createFile(atPath: notReadyFile(i).path, contents: Data())
+        } else {
+            try? FileManager.default.removeItem(at: notReadyFile(i))
+        }
+    }
+
+    // MARK: the daemon
+
+    public var daemonLog: URL { dir.appendingPathComponent("daemon.log") }
+    public var statusFile: URL { dir.appendingPathComponent("status.json") }
+    public var specFile: URL { dir.appendingPathComponent("spec.yaml") }
+    private var daemon: Process?
+
+    /// Starts `nftpool run --netns <lb>` on the spec; its log goes to daemonLog.
+    public func startDaemon(_ spec: String, extra: [String] = []) throws {
+        try spec.write(to: specFile, atomically: true, encoding: .utf8)
+        FileManager.default.createFile(atPath: daemonLog.path, contents: nil)
+        let p = Process()
+        p.executableURL = Repo.nftpool
+        p.arguments = ["run", "--netns", lb, "--status-file", statusFile.path, specFile.path] + extra
+        let log = try FileHandle(forWritingTo: daemonLog)
+        log.seekToEndOfFile()
+        p.standardOutput = log
+        p.standardError = log
+        try p.run()
+        daemon = p
+        background.append(p)
+    }
+
+    /// Rewrites the spec file in place (for a SIGHUP reload).
+    public func writeSpec(_ spec: String) throws {
+        try spec.write(to: specFile, atomically: true, encoding: .utf8)
+    }
+
+    public func signalDaemon(_ signal: Int32) {
+        if let daemon { kill(daemon.processIdentifier, signal) }
+    }
+
+    /// Waits for the daemon to exit; its status, or nil if it is still running after `timeout`.
+    public func waitDaemon(timeout: Double = 5) -> Int32? {
+        guard let daemon else { return nil }
+        let end = Date().addingTimeInterval(timeout)
+        while daemon.isRunning && Date() < end { usleep(10_000) }
+        return daemon.isRunning ? nil : daemon.terminationStatus
+    }
+
+    public func daemonLogText() -> String { (try? String(contentsOf: daemonLog, encoding: .utf8)) ?? "" }
+
+    /// The daemon's published health per backend endpoint (`10.20.0.11:80` → `up`).
+    public func health() -> [String: String] {
+        guard let data = try? Data(contentsOf: statusFile),
+            let doc = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+            let pools = doc["pools"] as? [[String: Any]]
+        else { return [:] }
+        var out: [String: String] = [:]
+        for pool in pools {
+            for b in pool["backends"] as? [[String: Any]] ?? [] {
+                if let e = b["endpoint"] as? String, let h = b["health"] as? String { out[e] = h }
+            }
+        }
+        return out
+    }
+
+    /// Polls until `condition` holds (true) or `timeout` passes (false).
+    public func wait(timeout: Double, _ condition: () -> Bool) -> Bool {
+        let end = Date().addingTimeInterval(timeout)
+        while Date() < end {
+            if condition() { return true }
+            usleep(20_000)
+        }
+        return condition()
     }
 
     @discardableResult

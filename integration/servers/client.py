@@ -134,6 +134,7 @@ def cmd_hold(a):
 
 def cmd_loop(a):
     ok, failures, errors, counts = 0, 0, [], {}
+    first_failure = last_failure = None
     end = time.monotonic() + a.duration
     stop = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
@@ -146,9 +147,12 @@ def cmd_loop(a):
             counts[name] = counts.get(name, 0) + 1
         except Exception as e:  # noqa: BLE001
             failures += 1
+            last_failure = time.time()
+            first_failure = first_failure or last_failure
             if len(errors) < 5:
                 errors.append(f"{type(e).__name__}: {e}")
-    print(json.dumps({"ok": ok, "failures": failures, "errors": errors, "counts": counts}))
+    print(json.dumps({"ok": ok, "failures": failures, "errors": errors, "counts": counts,
+                      "first_failure": first_failure, "last_failure": last_failure}))
 
 
 def main():

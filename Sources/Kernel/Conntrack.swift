@@ -1,0 +1,94 @@
+import CNetfilter
+import PoolSpec
+
+/// ctnetlink, for `onBackendDown: close-connections`: the conntrack entries of connections that were
+/// DNATed to a backend are deleted, so their clients see a reset at their next packet and reconnect at
+/// once (to a healthy backend) instead of hanging on a dead one. Same socket, other subsystem.
+extension NetfilterKernel {
+    /// Deletes every conntrack entry whose reply comes from `address:port` (a connection sent to that
+    /// backend) and returns how many went.
+    public func deleteConnections(to address: IPAddress, port: UInt16) throws(KernelError) -> Int {
+        let family = UInt8(address.family == .ipv4 ? AF_INET : AF_INET6)
+        let seq = nextSequenceNumber()
+        let dump = Self.ctMessage(UInt16(IPCTNL_MSG_CT_GET.rawValue), flags: UInt16(NLM_F_DUMP | NLM_F_ACK), family: family, seq: seq, payload: [])
+        let reply = try exchange(dump, sequences: [seq])
+        if let e = reply.status[seq], e != 0 { throw KernelError.system("cannot list connections (conntrack)", e) }
+
+        var deletes: [UInt8] = []
+        var sequences = Set<UInt32>()
+        for message in reply.messages {
+            let attrs = NetlinkAttributes(message, offset: 16 + 4)  // nlmsghdr + nfgenmsg
+            guard let orig = attrs.raw(UInt16(CTA_TUPLE_ORIG.rawValue)),
+                let replyTuple = attrs.nested(UInt16(CTA_TUPLE_REPLY.rawValue)),
+                let ip = replyTuple.nested(UInt16(CTA_TUPLE_IP.rawValue)),
+                let proto = replyTuple.nested(UInt16(CTA_TUPLE_PROTO.rawValue))
+            else { continue }
+            let source = ip.payload(UInt16(family == UInt8(AF_INET) ? CTA_IP_V4_SRC.rawValue : CTA_IP_V6_SRC.rawValue))
+            let sourcePort = proto.payload(UInt16(CTA_PROTO_SRC_PORT.rawValue))
+            guard source == address.bytes, sourcePort == [UInt8(port >> 8), UInt8(port & 0xff)] else { continue }
+            let s = nextSequenceNumber()
+            sequences.insert(s)
+            deletes += Self.ctMessage(UInt16(IPCTNL_MSG_CT_DELETE.rawValue), flags: UInt16(NLM_F_ACK), family: family, seq: s, payload: orig)
+        }
+        guard !deletes.isEmpty else { return 0 }
+        let result = try exchange(deletes, sequences: sequences)
+        // ENOENT: the connection ended by itself meanwhile.
+        return sequences.filter { (result.status[$0] ?? 0) == 0 }.count
+    }
+
+    /// One ctnetlink message: nlmsghdr, nfgenmsg, then the given attribute bytes.
+    static func ctMessage(_ type: UInt16, flags: UInt16, family: UInt8, seq: UInt32, payload: [UInt8]) -> [UInt8] {
+        var m: [UInt8] = []
+        func u16(_ v: UInt16) { m += [UInt8(v & 0xff), UInt8(v >> 8)] }
+        func u32(_ v: UInt32) { m += [0, 8, 16, 24].map { UInt8((v >> UInt32($0)) & 0xff) } }
+        u32(UInt32(16 + 4 + payload.count))
+        u16(UInt16(NFNL_SUBSYS_CTNETLINK) << 8 | type)
+        u16(UInt16(NLM_F_REQUEST) | flags)
+        u32(seq)
+        u32(0)
+        m += [family, UInt8(NFNETLINK_V0), 0, 0]
+        return m + payload
+    }
+}
+
+/// A read-only walk over netlink attributes (length, type, payload padded to 4 bytes).
+struct NetlinkAttributes {
+    let bytes: [UInt8]
+    let start: Int
+    let end: Int
+
+    init(_ bytes: [UInt8], offset: Int, end: Int? = nil) {
+        self.bytes = bytes
+        start = offset
+        self.end = min(end ?? bytes.count, bytes.count)
+    }
+
+    /// (type without flags, offset of the attribute, its length including the header)
+    private func find(_ type: UInt16) -> (Int, Int)? {
+        var i = start
+        while i + 4 <= end {
+            let len = Int(bytes[i]) | Int(bytes[i + 1]) << 8
+            let t = (UInt16(bytes[i + 2]) | UInt16(bytes[i + 3]) << 8) & 0x3fff
+            guard len >= 4, i + len <= end else { return nil }
+            if t == type { return (i, len) }
+            i += (len + 3) & ~3
+        }
+        return nil
+    }
+
+    /// The whole attribute, header included (to send it back as it came).
+    func raw(_ type: UInt16) -> [UInt8]? {
+        guard let (i, len) = find(type) else { return nil }
+        return Array(bytes[i..<(i + len)])
+    }
+
+    func payload(_ type: UInt16) -> [UInt8]? {
+        guard let (i, len) = find(type) else { return nil }
+        return Array(bytes[(i + 4)..<(i + len)])
+    }
+
+    func nested(_ type: UInt16) -> NetlinkAttributes? {
+        guard let (i, len) = find(type) else { return nil }
+        return NetlinkAttributes(bytes, offset: i + 4, end: i + len)
+    }
+}

@@ -1,0 +1,63 @@
+import PoolSpec
+import Ruleset
+
+/// The daemon's fast path: it knows what it last wrote, so a health flip is planned against that instead
+/// of a read-back of the whole table (one pool's changed slots, not 100,000 elements dumped and compared).
+/// The ruleset generation guards it: if anything in the namespace was committed since our own last
+/// commit, someone else touched nftables and the full read-back diff runs instead.
+extension NetfilterKernel {
+    /// Makes the kernel hold `table`, given that it held `previous` after our last commit. Falls back to
+    /// `apply` (read back, diff) when the generation moved or the change is more than elements.
+    @discardableResult
+    public func apply(_ table: Table, after previous: Table) throws(KernelError) -> ApplyReport {
+        guard let ours = lastGeneration, try generation() == ours,
+            let plan = Self.elementPlan(from: previous, to: table)
+        else { return try apply(table) }
+        if plan.isEmpty { return ApplyReport(messages: 0, replaced: false, bytes: 0) }
+        var batch = NetlinkBatch(firstSequence: nextSequenceNumber())
+        plan.write(into: &batch, table: table)
+        try commit(&batch, table: table)
+        return ApplyReport(messages: batch.messageCount, replaced: false, bytes: batch.buffer.count)
+    }
+
+    /// Element changes only, when the two tables differ in nothing else; nil otherwise.
+    static func elementPlan(from previous: Table, to table: Table) -> TablePlan? {
+        guard previous.name == table.name, previous.comment == table.comment, previous.chains == table.chains,
+            previous.sets.count == table.sets.count
+        else { return nil }
+        var plan = TablePlan()
+        for (old, new) in zip(previous.sets, table.sets) {
+            var oldDeclaration = old, newDeclaration = new
+            oldDeclaration.elements = []
+            newDeclaration.elements = []
+            guard oldDeclaration == newDeclaration else { return nil }
+            guard old.elements != new.elements else { continue }
+            let have = KernelSnapshot.SetState(encoding: SetEncoding(old), elements: old.elements.map(KernelSnapshot.ElementBytes.init))
+            let (gone, added) = TablePlan.elementChanges(have: have.elements, want: new.elements)
+            if !gone.isEmpty { plan.deleteElements.append((new.name, gone)) }
+            if !added.isEmpty { plan.addElements.append((new, added)) }
+        }
+        return plan
+    }
+
+    /// Per slot map (`pool-NAME-slots`), the endpoints (`10.0.0.1:80`, `[fd00::1]:80`) its slots send to
+    /// now; nil when the table does not exist. A daemon adopting a table starts from this membership.
+    public func slotEndpoints(of name: String) throws(KernelError) -> [String: Set<String>]? {
+        guard let snapshot = try snapshot(of: name) else { return nil }
+        var out: [String: Set<String>] = [:]
+        for (setName, state) in snapshot.sets where setName.hasPrefix("pool-") && setName.hasSuffix("-slots") {
+            out[setName] = Set(state.elements.compactMap { element in
+                guard let data = element.data?.array, data.count == 8 || data.count == 20 else { return nil }
+                let address = IPAddressText.from(Array(data[0..<(data.count - 4)]))
+                let port = Int(data[data.count - 4]) << 8 | Int(data[data.count - 3])
+                return data.count == 8 ? "\(address):\(port)" : "[\(address)]:\(port)"
+            })
+        }
+        return out
+    }
+}
+
+
+enum IPAddressText {
+    static func from(_ bytes: [UInt8]) -> String { IPAddress(bytes: bytes).description }
+}

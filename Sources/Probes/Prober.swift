@@ -1,0 +1,197 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import PoolSpec
+
+/// What to probe: one backend's address and its pool's health check.
+public struct ProbeTarget: Sendable, Hashable {
+    public var address: IPAddress
+    public var port: UInt16
+    public var check: HealthCheck
+
+    public init(address: IPAddress, port: UInt16, check: HealthCheck) {
+        self.address = address
+        self.port = port
+        self.check = check
+    }
+
+    public static func == (a: ProbeTarget, b: ProbeTarget) -> Bool {
+        a.address == b.address && a.port == b.port && a.check == b.check
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(address.description)
+        hasher.combine(port)
+    }
+}
+
+/// Runs probes over SwiftNIO (and NIOSSL for https). Each probe is its own connection with its own
+/// deadline, so a backend that never answers holds up nothing but its own probe.
+public final class Prober: Sendable {
+    let group: MultiThreadedEventLoopGroup
+    private let contexts = TLSContexts()
+
+    public init(threads: Int = 1) {
+        group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+    }
+
+    public func shutdown() async {
+        try? await group.shutdownGracefully()
+    }
+
+    public func probe(_ target: ProbeTarget) async -> ProbeResult {
+        let check = target.check
+        let timeout = TimeAmount.nanoseconds(Int64(check.timeout.components.seconds) * 1_000_000_000
+            + check.timeout.components.attoseconds / 1_000_000_000)
+        let label = check.type == .tcp ? "tcp" : "\(check.type.rawValue) \(check.path)"
+        let tls: NIOSSLContext?
+        if check.type == .https {
+            do {
+                tls = try contexts.context(caFile: check.caFile, insecure: check.insecureSkipVerify)
+            } catch {
+                return .failure("\(label): cannot load caFile \(check.caFile ?? ""): \(error)")
+            }
+        } else {
+            tls = nil
+        }
+        let address: SocketAddress
+        do {
+            address = try SocketAddress(ipAddress: target.address.description, port: Int(target.port))
+        } catch {
+            return .failure("\(label): \(error)")
+        }
+        let loop = group.next()
+        let done = loop.makePromise(of: ProbeResult.self)
+        let deadline = loop.scheduleTask(in: timeout) {
+            done.succeed(.failure("timeout after \(check.timeout.shortText)"))
+        }
+        let hostHeader = check.host.isEmpty ? target.address.description : check.host
+        let bootstrap = ClientBootstrap(group: loop)
+            .connectTimeout(timeout)
+            .channelInitializer { channel in
+                guard check.type != .tcp else { return channel.eventLoop.makeSucceededVoidFuture() }
+                do {
+                    if let tls {
+                        let sni = check.host.isEmpty || IPAddress(check.host) != nil ? nil : check.host
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: sni))
+                    }
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(
+                        StatusHandler(path: check.path, host: hostHeader, expect: check.expectStatus, label: label, done: done))
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                } catch {
+                    return channel.eventLoop.makeFailedFuture(error)
+                }
+            }
+        bootstrap.connect(to: address).whenComplete { result in
+            switch result {
+            case .success(let channel):
+                if check.type == .tcp { done.succeed(.success("tcp: connected")) }
+                done.futureResult.whenComplete { _ in channel.close(promise: nil) }
+            case .failure(let error):
+                done.succeed(.failure("\(label): \(Self.describe(error, timeout: check.timeout))"))
+            }
+        }
+        let result = (try? await done.futureResult.get()) ?? .failure("\(label): probe failed")
+        deadline.cancel()
+        return result
+    }
+
+    static func describe(_ error: Error, timeout: Duration) -> String {
+        if let e = error as? ChannelError, case .connectTimeout = e { return "timeout after \(timeout.shortText)" }
+        if let e = error as? NIOConnectionError {
+            if let first = e.connectionErrors.first { return describe(first.error, timeout: timeout) }
+            return "cannot connect"
+        }
+        if let e = error as? IOError {
+            switch e.errnoCode {
+            case ECONNREFUSED: return "connection refused"
+            case EHOSTUNREACH: return "host unreachable"
+            case ENETUNREACH: return "network unreachable"
+            case ECONNRESET: return "connection reset"
+            default: return String(cString: strerror(e.errnoCode))
+            }
+        }
+        if let e = error as? NIOSSLError { return "TLS: \(e)" }
+        return "\(error)"
+    }
+}
+
+/// Sends one GET and fulfils the probe with the response status, or with why there was none.
+private final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    let path: String
+    let host: String
+    let expect: [Int]
+    let label: String
+    let done: EventLoopPromise<ProbeResult>
+
+    init(path: String, host: String, expect: [Int], label: String, done: EventLoopPromise<ProbeResult>) {
+        self.path = path
+        self.host = host
+        self.expect = expect
+        self.label = label
+        self.done = done
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path)
+        head.headers.add(name: "Host", value: host)
+        head.headers.add(name: "User-Agent", value: "nftpool")
+        head.headers.add(name: "Connection", value: "close")
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head(let head) = unwrapInboundIn(data) {
+            let code = Int(head.status.code)
+            done.succeed(expect.contains(code) ? .success("\(label): status \(code)") : .failure("\(label): status \(code)"))
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        done.succeed(.failure("\(label): \(Prober.describe(error, timeout: .zero))"))
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        done.succeed(.failure("\(label): connection closed before a response"))
+        context.fireChannelInactive()
+    }
+}
+
+/// One NIOSSLContext per trust setting: building one reads and parses the CA file.
+private final class TLSContexts: @unchecked Sendable {
+    private let lock = NSLock()
+    private var cache: [String: NIOSSLContext] = [:]
+
+    func context(caFile: String?, insecure: Bool) throws -> NIOSSLContext {
+        let key = insecure ? "insecure" : "ca:" + (caFile ?? "")
+        lock.lock()
+        defer { lock.unlock() }
+        if let c = cache[key] { return c }
+        var config = TLSConfiguration.makeClientConfiguration()
+        if insecure {
+            config.certificateVerification = .none
+        } else if let caFile {
+            config.trustRoots = .file(caFile)
+        }
+        let c = try NIOSSLContext(configuration: config)
+        cache[key] = c
+        return c
+    }
+}
+
+extension Duration {
+    /// `1s`, `200ms`: as the spec writes durations.
+    var shortText: String {
+        let ms = components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
+        return ms % 1000 == 0 ? "\(ms / 1000)s" : "\(ms)ms"
+    }
+}
