@@ -1,0 +1,55 @@
+import Testing
+
+@testable import Kernel
+@testable import PoolSpec
+@testable import Ruleset
+
+/// What the daemon sends on a health flip, computed without a kernel: the plan against the table it last
+/// wrote, turned into the very batch it would send.
+struct HealthFlipTests {
+    static func spec(pools: Int, backends: Int) -> Spec {
+        Spec(table: "big", pools: (0..<pools).map { p in
+            Pool(
+                name: "p\(p)", frontends: [Frontend(address: IPAddress("10.\(p / 250).\(p % 250).1")!, port: 443)],
+                backends: (0..<backends).map { b in
+                    Backend(address: IPAddress("172.16.\(p % 250).\(b + 1)")!, port: UInt16(8000 + p / 250))
+                })
+        })
+    }
+
+    @Test func aFlipInOneOf1000PoolsTouchesOnlyThatBackendsSlots() throws {
+        let spec = Self.spec(pools: 1000, backends: 10)
+        let before = RulesetBuilder.table(for: spec)
+        let pool = spec.pools[617], victim = pool.backends[3]
+        let health = Health(down: [BackendRef(pool, victim)])
+        let after = RulesetBuilder.updating(before, spec: spec, pool: pool.name, health: health)
+        #expect(after == RulesetBuilder.table(for: spec, health: health), "the one-pool update is the whole rebuild's table")
+
+        let plan = try #require(NetfilterKernel.elementPlan(from: before, to: after))
+        let held = before.set(named: RulesetBuilder.slotMapName(pool))!.elements.filter {
+            $0.data == .values([.address(victim.address), .port(victim.port)])
+        }
+        #expect(plan.deleteElements.count == 1 && plan.addElements.count == 1)
+        #expect(plan.deleteElements[0].set == "pool-p617-slots" && plan.addElements[0].set.name == "pool-p617-slots")
+        #expect(plan.deleteElements[0].elements.count == held.count, "only its \(held.count) slots")
+        #expect(Set(plan.addElements[0].elements.map(\.key)) == Set(held.map(\.key)))
+        #expect(!plan.addElements[0].elements.contains { $0.data == held[0].data })
+
+        var batch = NetlinkBatch(firstSequence: 1)
+        plan.write(into: &batch, table: after)
+        #expect(batch.messageCount == 2, "one delete and one add message for \(held.count) slots")
+        print("figure: health flip in 1,000 pools x 10 backends: \(held.count) slots, \(batch.messageCount) messages, \(batch.buffer.count) bytes")
+    }
+
+    @Test func theLastBackendDownRewritesTheFrontendVerdictToo() throws {
+        let spec = Self.spec(pools: 3, backends: 1)
+        let before = RulesetBuilder.table(for: spec)
+        let pool = spec.pools[1]
+        let health = Health(down: [BackendRef(pool, pool.backends[0])])
+        let after = RulesetBuilder.updating(before, spec: spec, pool: pool.name, health: health)
+        #expect(after == RulesetBuilder.table(for: spec, health: health))
+        let plan = try #require(NetfilterKernel.elementPlan(from: before, to: after))
+        #expect(plan.addElements.map(\.set.name) == ["frontends-v4"], "whenAllDown: reject, the verdict changes")
+        #expect(plan.addElements[0].elements.map(\.data) == [.verdict(.goto(RulesetBuilder.rejectChain))])
+    }
+}

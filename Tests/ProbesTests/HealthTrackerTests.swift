@@ -1,0 +1,87 @@
+import Testing
+
+@testable import PoolSpec
+@testable import Probes
+
+/// The rise/fall state machine against a clock the test moves by hand.
+struct HealthTrackerTests {
+    let check = HealthCheck(type: .tcp, interval: .milliseconds(500), fastInterval: .milliseconds(100), timeout: .milliseconds(200), rise: 2, fall: 3)
+    let t0 = ContinuousClock.now
+
+    @Test func fallNeedsFallFailuresInARowAndProbesFastMeanwhile() {
+        var h = HealthTracker(check: check, initial: .up, now: t0, reason: "serving")
+        #expect(h.nextDelay == .milliseconds(500))
+        #expect(h.record(.failure("tcp: connection refused"), at: t0 + .seconds(1)) == nil)
+        #expect(h.nextDelay == .milliseconds(100), "falling: fastInterval")
+        #expect(h.record(.failure("tcp: connection refused"), at: t0 + .seconds(2)) == nil)
+        let t = h.record(.failure("timeout after 200ms"), at: t0 + .seconds(3))
+        #expect(t == HealthTracker.Transition(from: .up, to: .down, reason: "timeout after 200ms", after: .seconds(3)))
+        #expect(h.state == .down && h.nextDelay == .milliseconds(500))
+    }
+
+    @Test func aSuccessInTheMiddleResetsTheFall() {
+        var h = HealthTracker(check: check, initial: .up, now: t0, reason: "serving")
+        _ = h.record(.failure("x"), at: t0)
+        _ = h.record(.failure("x"), at: t0)
+        #expect(h.record(.success("tcp: connected"), at: t0) == nil)
+        #expect(h.nextDelay == .milliseconds(500), "stable again: interval")
+        _ = h.record(.failure("x"), at: t0)
+        #expect(h.record(.failure("x"), at: t0) == nil, "the count started over")
+        #expect(h.state == .up)
+    }
+
+    @Test func riseNeedsRiseSuccessesAndSaysHowLongItWasDown() {
+        var h = HealthTracker(check: check, initial: .down, now: t0, reason: "not yet checked")
+        #expect(h.record(.success("http /healthz: status 200"), at: t0 + .milliseconds(100)) == nil)
+        #expect(h.nextDelay == .milliseconds(100), "rising: fastInterval")
+        let t = h.record(.success("http /healthz: status 200"), at: t0 + .milliseconds(200))
+        #expect(t?.to == .up && t?.after == .milliseconds(200) && t?.reason == "http /healthz: status 200")
+        #expect(h.lastReason == "http /healthz: status 200")
+    }
+}
+
+/// Real probes on loopback: a listener, a closed port, and a listener that never answers.
+@Suite(.serialized) struct ProberTests {
+    @Test func tcpProbeSaysWhy() async throws {
+        let prober = Prober()
+        let open = try Listener(answer: nil)
+        let up = await prober.probe(ProbeTarget(address: IPAddress("127.0.0.1")!, port: open.port, check: HealthCheck(type: .tcp)))
+        #expect(up == .success("tcp: connected"))
+        let closedPort = open.port
+        open.close()
+        let down = await prober.probe(ProbeTarget(address: IPAddress("127.0.0.1")!, port: closedPort, check: HealthCheck(type: .tcp)))
+        #expect(down == .failure("tcp: connection refused"))
+        await prober.shutdown()
+    }
+
+    @Test func httpProbeChecksTheStatus() async throws {
+        let prober = Prober()
+        let ok = try Listener(answer: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        let unready = try Listener(answer: "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+        let check = HealthCheck(type: .http, path: "/readyz", expectStatus: [200])
+        let a = await prober.probe(ProbeTarget(address: IPAddress("127.0.0.1")!, port: ok.port, check: check))
+        let b = await prober.probe(ProbeTarget(address: IPAddress("127.0.0.1")!, port: unready.port, check: check))
+        #expect(a == .success("http /readyz: status 200"))
+        #expect(b == .failure("http /readyz: status 503"))
+        await prober.shutdown()
+    }
+
+    /// A backend that accepts and never answers costs its own probe the timeout, and nobody else a thing.
+    @Test func aHungBackendDoesNotDelayAnother() async throws {
+        let prober = Prober()
+        let hung = try Listener(answer: nil, silent: true)
+        let ok = try Listener(answer: "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        let check = HealthCheck(type: .http, path: "/", timeout: .seconds(2))
+        let clock = ContinuousClock()
+        async let slow = prober.probe(ProbeTarget(address: IPAddress("127.0.0.1")!, port: hung.port, check: check))
+        let start = clock.now
+        let fast = await prober.probe(ProbeTarget(address: IPAddress("127.0.0.1")!, port: ok.port, check: check))
+        let fastTook = start.duration(to: clock.now)
+        let slowResult = await slow
+        let slowTook = start.duration(to: clock.now)
+        #expect(fast.ok && fastTook < .milliseconds(500), "\(fastTook)")
+        #expect(slowResult == .failure("timeout after 2s"))
+        #expect(slowTook >= .milliseconds(1900))
+        await prober.shutdown()
+    }
+}
