@@ -7,6 +7,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "nftpool", targets: ["nftpool"]),
+        .executable(name: "UpdateLatencyBench", targets: ["UpdateLatencyBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -50,6 +51,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // benchmarks/update-latency.sh: health flip to kernel ACK, release build.
+        .executableTarget(name: "UpdateLatencyBench", dependencies: ["PoolSpec", "Ruleset", "Kernel"]),
         // Helpers for tests only: repository paths, running the built binary, scratch network namespaces.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "PoolSpecTests", dependencies: ["PoolSpec"]),

@@ -27,11 +27,13 @@ extension NetfilterKernel {
         else { return nil }
         var plan = TablePlan()
         for (old, new) in zip(previous.sets, table.sets) {
-            var oldDeclaration = old, newDeclaration = new
-            oldDeclaration.elements = []
-            newDeclaration.elements = []
-            guard oldDeclaration == newDeclaration else { return nil }
+            guard old.name == new.name else { return nil }
+            // This runs over every set on every flip: unchanged element lists share storage (a cheap
+            // compare), and only a set whose elements changed has its declaration compared too.
             guard old.elements != new.elements else { continue }
+            guard old.key == new.key, old.data == new.data, old.counter == new.counter, old.size == new.size else {
+                return nil
+            }
             let have = KernelSnapshot.SetState(encoding: SetEncoding(old), elements: old.elements.map(KernelSnapshot.ElementBytes.init))
             let (gone, added) = TablePlan.elementChanges(have: have.elements, want: new.elements)
             if !gone.isEmpty { plan.deleteElements.append((new.name, gone)) }

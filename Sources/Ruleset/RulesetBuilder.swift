@@ -92,10 +92,11 @@ public enum RulesetBuilder {
         let layout = PoolLayout(pool, table: spec.table, health: health)
         var table = previous
         let frontendKeys = Set(pool.frontends.map { [Value.address($0.address), .proto($0.protocol), .port($0.port)] })
+        let slotMap = slotMapName(pool), frontends = "frontends-\(suffix(pool.family))"
         for i in table.sets.indices {
-            if table.sets[i].name == slotMapName(pool) {
+            if table.sets[i].name == slotMap {
                 table.sets[i] = layout.slotMap
-            } else if table.sets[i].name == "frontends-\(suffix(pool.family))" {
+            } else if table.sets[i].name == frontends {
                 for j in table.sets[i].elements.indices where frontendKeys.contains(table.sets[i].elements[j].key) {
                     table.sets[i].elements[j].data = .verdict(layout.verdict)
                 }

@@ -46,10 +46,17 @@ import TestSupport
         #expect(r.err == "spec: cannot read /nonexistent/spec.yaml: No such file or directory\n")
     }
 
-    @Test func helpOffersOnlyWorkingCommands() throws {
+    @Test func helpListsEveryCommand() throws {
         let r = try Repo.run(Repo.nftpool, ["--help"])
         #expect(r.status == 0)
-        #expect(r.out.contains("validate") && r.out.contains("render") && r.out.contains("apply") && r.out.contains("delete"))
-        for missing in ["run", "status"] { #expect(!r.out.contains("  \(missing) ")) }
+        for command in ["validate", "render", "diff", "apply", "delete", "run", "status"] {
+            #expect(r.out.contains("  \(command) "), "\(command) in --help")
+        }
+    }
+
+    @Test func statusWithoutADaemonSaysSoAndExits1() throws {
+        let r = try Repo.run(Repo.nftpool, ["status", "--status-file", "/nonexistent/x.json", Repo.rulesets.appendingPathComponent("weighted.yaml").path])
+        #expect(r.status == 1)
+        #expect(r.err == "no status for table nftpool at /nonexistent/x.json: is `nftpool run` running?\n")
     }
 }

@@ -79,7 +79,8 @@ struct HealthTrackerTests {
         let fastTook = start.duration(to: clock.now)
         let slowResult = await slow
         let slowTook = start.duration(to: clock.now)
-        #expect(fast.ok && fastTook < .milliseconds(500), "\(fastTook)")
+        // Blocked behind the hung probe it would take its 2 s; a loaded CI machine may still be slow.
+        #expect(fast.ok && fastTook < .seconds(1), "\(fastTook)")
         #expect(slowResult == .failure("timeout after 2s"))
         #expect(slowTook >= .milliseconds(1900))
         await prober.shutdown()
