@@ -72,6 +72,36 @@ import Testing
         #expect(p50 < 1 && worst < 1, "failovers \(failovers)")
     }
 
+    // 3
+    @Test(arguments: ["close-connections", "keep-connections"])
+    func aBackendGoingUnreadyIsRemovedWhileItStillListens(onDown: String) throws {
+        var options = Sandbox.Options()
+        options.https = true
+        let sb = try Sandbox("readyz", options)
+        try sb.startDaemon(Self.spec(
+            check: "https", onDown: onDown,
+            extraCheck: ["port: 443", "path: /readyz", "expectStatus: [200]", "caFile: \(sb.caFile.path)"]))
+        #expect(sb.wait(timeout: 5) { allUp(sb) }, "\(sb.health())\n\(sb.daemonLogText())")
+        let held = try sb.startTraffic(["hold", "--target", Sandbox.vip4, "--interval", "0.05", "--duration", "3"])
+        let first = try #require(try held.nextLine()["first"] as? String)
+        let victim = Int(first.dropFirst())!
+
+        sb.setNotReady(victim, true)  // /readyz says 503; the server still accepts and serves
+        #expect(sb.wait(timeout: 3) { sb.health()[Self.endpoint(victim)] == "down" }, "\(sb.daemonLogText())")
+        #expect(sb.daemonLogText().contains("https /readyz: status 503"))
+        let fresh = try sb.traffic(["count", "--target", Sandbox.vip4, "--n", "30"])
+        #expect(fresh["failures"] as? Int == 0)
+        #expect((fresh["counts"] as? [String: Int])?[first] == nil, "new connections avoid \(first): \(fresh)")
+        let summary = try held.finish()
+        if onDown == "close-connections" {
+            #expect(summary["failures"] as? Int == 1, "the established connection is reset: \(summary)")
+            #expect(sb.daemonLogText().contains("closed 1 connection"), "\(sb.daemonLogText())")
+        } else {
+            #expect(summary["failures"] as? Int == 0, "the established connection lives on: \(summary)")
+            #expect(summary["names"] as? [String] == [first])
+        }
+    }
+
     // 4
     @Test func allDownRejectsAndOneBackServesAgain() throws {
         let sb = try Sandbox("alldown-run")
