@@ -39,6 +39,9 @@ public struct StatusFile: Sendable {
         /// Seconds in the current health state (as of `updated`).
         public var since: Double?
         public var slots: Int
+        /// The kernel's counters towards this backend (filled in by `nftpool status`, not the daemon).
+        public var packets: UInt64?
+        public var bytes: UInt64?
     }
 
     func write(spec: Spec, table: Table, health: Health, monitor: HealthMonitor, refs: [String: BackendRef], specPath: String = "") async {
@@ -65,7 +68,8 @@ public struct StatusFile: Sendable {
                         health: pool.healthCheck == nil ? "unchecked" : (health.down.contains(BackendRef(pool, b)) ? "down" : "up"),
                         reason: probe?.reason ?? (pool.healthCheck == nil ? "no health check" : "not probed"),
                         since: probe.map { Self.seconds($0.since.duration(to: now)) },
-                        slots: anyEligible || pool.whenAllDown == .failOpen ? held[b.endpoint, default: 0] : 0)
+                        slots: anyEligible || pool.whenAllDown == .failOpen ? held[b.endpoint, default: 0] : 0,
+                        packets: nil, bytes: nil)
                 }))
         }
         let doc = Document(table: spec.table, pid: getpid(), spec: specPath, updated: Date().timeIntervalSince1970, pools: pools)

@@ -27,7 +27,7 @@ extension NetfilterKernel {
         return snapshot
     }
 
-    private func dump(_ type: nf_tables_msg_types, table: String, set: String? = nil) throws(KernelError) -> [[UInt8]] {
+    func dump(_ type: nf_tables_msg_types, table: String, set: String? = nil) throws(KernelError) -> [[UInt8]] {
         let reply = try request(type, flags: NLM_F_DUMP) { nlh in
             switch type {
             case NFT_MSG_GETSET, NFT_MSG_GETSETELEM:
@@ -53,7 +53,7 @@ extension NetfilterKernel {
         return reply.messages
     }
 
-    private func withMessage<T>(_ message: [UInt8], _ body: (UnsafePointer<nlmsghdr>) -> T) -> T {
+    func withMessage<T>(_ message: [UInt8], _ body: (UnsafePointer<nlmsghdr>) -> T) -> T {
         var copy = message
         return copy.withUnsafeMutableBytes { body(UnsafePointer($0.baseAddress!.assumingMemoryBound(to: nlmsghdr.self))) }
     }

@@ -82,15 +82,30 @@ struct StatusCommand: ParsableCommand {
     @Option(help: "text or json.")
     var output: String = "text"
 
+    @Option(help: ArgumentHelp("Read the kernel's counters inside this named network namespace.", valueName: "NAME"))
+    var netns: String?
+
     func run() throws {
         let spec = try input.load()
         let path = statusFile ?? StatusFile.defaultPath(table: spec.table)
-        let doc: StatusFile.Document
+        var doc: StatusFile.Document
         do {
             doc = try StatusFile.read(path: path)
         } catch {
             Stderr.print("no status for table \(spec.table) at \(path): is `nftpool run` running?")
             throw ExitCode(ExitStatus.kernelRefused)
+        }
+        do {
+            let counters = try NetfilterKernel(netns: netns).backendCounters(of: spec.table) ?? [:]
+            for p in doc.pools.indices {
+                for b in doc.pools[p].backends.indices {
+                    let c = counters[doc.pools[p].backends[b].endpoint]
+                    doc.pools[p].backends[b].packets = c?.packets
+                    doc.pools[p].backends[b].bytes = c?.bytes
+                }
+            }
+        } catch {
+            Stderr.print("kernel counters unavailable: \(error)")
         }
         if output == "json" {
             let encoder = JSONEncoder()
@@ -101,11 +116,17 @@ struct StatusCommand: ParsableCommand {
         print("table inet \(doc.table) (nftpool run, pid \(doc.pid))")
         for pool in doc.pools {
             print("pool \(pool.name): \(pool.slots) slots")
-            print("  " + ["BACKEND", "STATE", "HEALTH", "WEIGHT", "SLOTS", "FOR", "LAST PROBE"].map { $0.padding(toLength: 12, withPad: " ", startingAt: 0) }.joined())
+            var rows = [["BACKEND", "STATE", "HEALTH", "WEIGHT", "SLOTS", "FOR", "PACKETS", "BYTES", "LAST PROBE"]]
             for b in pool.backends {
                 let since = b.since.map { String(format: "%.0fs", $0) } ?? "-"
-                let cells = [b.endpoint, b.state, b.health, "\(b.weight)", "\(b.slots)", since]
-                print("  " + cells.map { $0.padding(toLength: max(12, $0.count + 1), withPad: " ", startingAt: 0) }.joined() + b.reason)
+                rows.append([b.endpoint, b.state, b.health, "\(b.weight)", "\(b.slots)", since,
+                             b.packets.map(String.init) ?? "-", b.bytes.map(String.init) ?? "-", b.reason])
+            }
+            let widths = rows[0].indices.map { c in rows.map { $0[c].count }.max()! + 2 }
+            for row in rows {
+                print("  " + row.enumerated().map { c, cell in
+                    c == row.count - 1 ? cell : cell.padding(toLength: widths[c], withPad: " ", startingAt: 0)
+                }.joined())
             }
         }
     }

@@ -294,6 +294,11 @@ public final class Sandbox {
         return daemon.isRunning ? nil : daemon.terminationStatus
     }
 
+    /// `nftpool status --netns <lb> --output json|text` of the running daemon.
+    public func status(json: Bool) throws -> (status: Int32, out: String, err: String) {
+        try Repo.run(Repo.nftpool, ["status", "--netns", lb, "--status-file", statusFile.path, "--output", json ? "json" : "text", specFile.path])
+    }
+
     public func daemonLogText() -> String { (try? String(contentsOf: daemonLog, encoding: .utf8)) ?? "" }
 
     /// The daemon's published health per backend endpoint (`10.20.0.11:80` → `up`).

@@ -115,6 +115,21 @@ import Testing
         #expect(sb.wait(timeout: 3) { sb.health()[Self.endpoint(1)] == "up" })
         let served = try sb.traffic(["count", "--target", Sandbox.vip4, "--n", "10"])
         #expect(served["counts"] as? [String: Int] == ["b1": 10], "\(served)")
+
+        // status: health from the daemon, slots from its table, counters from the kernel.
+        let r = try sb.status(json: true)
+        #expect(r.status == 0, "\(r.err)")
+        let doc = try #require(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+        let backends = try #require((doc["pools"] as? [[String: Any]])?.first?["backends"] as? [[String: Any]])
+        let b1 = try #require(backends.first { $0["endpoint"] as? String == Self.endpoint(1) })
+        #expect(b1["health"] as? String == "up" && b1["slots"] as? Int == 129, "\(b1)")
+        #expect((b1["packets"] as? Int ?? 0) > 0 && (b1["bytes"] as? Int ?? 0) > 0, "\(b1)")
+        let b0 = try #require(backends.first { $0["endpoint"] as? String == Self.endpoint(0) })
+        #expect(b0["health"] as? String == "down" && b0["slots"] as? Int == 0, "\(b0)")
+        #expect((b0["reason"] as? String ?? "").contains("connection refused"), "\(b0)")
+        let text = try sb.status(json: false)
+        #expect(text.out.contains("pool web: 129 slots") && text.out.contains("connection refused"), "\(text.out)")
+        print("status:\n\(text.out)")
     }
 
     // 5
