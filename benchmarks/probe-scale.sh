@@ -22,6 +22,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 ip netns add $L
 ip netns add $B
 ip link add l0 netns $L type veth peer name e0 netns $B
@@ -57,7 +58,7 @@ for check in tcp http; do
     $bin run --netns $L --status-file "$work/status.json" "$work/spec.yaml" 2> "$work/daemon-$check.log" &
     daemon=$!
     # settled: every backend up in the status file
-    for _ in $(seq 600); do
+    for _ in $(seq 240); do
         up=$(python3 -c "import json;d=json.load(open('$work/status.json'));print(sum(b['health']=='up' for p in d['pools'] for b in p['backends']))" 2>/dev/null || echo 0)
         [ "$up" = 10000 ] && break
         sleep 0.5

@@ -26,9 +26,34 @@ public final class Daemon {
     }
 
     enum Event: Sendable {
-        case transition(String, HealthTracker.Transition)
+        /// Transitions are waiting in the inbox.
+        case transitions
+        /// Twice a second: publish the status if it changed.
+        case tick
         case reload
         case stop(String)
+    }
+
+    /// Transitions as they come from the probe tasks. The loop takes them all at once, so a burst (a
+    /// start, a switch failing) becomes one transaction and one status write, not one per backend.
+    final class Inbox: @unchecked Sendable {
+        private let lock = NSLock()
+        private var items: [(String, HealthTracker.Transition)] = []
+
+        /// True when the inbox was empty: the loop needs waking.
+        func push(_ id: String, _ t: HealthTracker.Transition) -> Bool {
+            lock.lock()
+            defer { lock.unlock() }
+            items.append((id, t))
+            return items.count == 1
+        }
+
+        func drain() -> [(String, HealthTracker.Transition)] {
+            lock.lock()
+            defer { lock.unlock() }
+            defer { items = [] }
+            return items
+        }
     }
 
     let options: Options
@@ -63,31 +88,58 @@ public final class Daemon {
             "\(held == nil ? "started" : "adopted table inet \(spec.table)"): \(Self.summary(spec, health)); \(Self.sent(report))")
 
         let prober = Prober(threads: 1)
-        let monitor = HealthMonitor(prober: prober) { id, transition in sink.yield(.transition(id, transition)) }
+        let inbox = Inbox()
+        let monitor = HealthMonitor(prober: prober) { id, transition in
+            if inbox.push(id, transition) { sink.yield(.transitions) }
+        }
+        let ticker = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(500))
+                sink.yield(.tick)
+            }
+        }
+        defer { ticker.cancel() }
+        var statusDirty = false
         var refs = await watch(spec, health: health, monitor: monitor)
         let status = StatusFile(path: options.statusPath ?? StatusFile.defaultPath(table: spec.table))
         await status.write(spec: spec, table: table, health: health, monitor: monitor, refs: refs)
 
         for await event in events {
             switch event {
-            case .transition(let id, let t):
-                guard let ref = refs[id] else { continue }
-                if t.to == .down { health.down.insert(ref) } else { health.down.remove(ref) }
+            case .tick:
+                guard statusDirty else { continue }
+                statusDirty = false
+            case .transitions:
                 let start = ContinuousClock.now
-                let next = RulesetBuilder.updating(table, spec: spec, pool: ref.pool, health: health)
+                var changes: [(BackendRef, HealthTracker.Transition)] = []
+                for (id, t) in inbox.drain() {
+                    guard let ref = refs[id] else { continue }
+                    if t.to == .down { health.down.insert(ref) } else { health.down.remove(ref) }
+                    changes.append((ref, t))
+                }
+                guard !changes.isEmpty else { continue }
+                var next = table
+                for pool in Set(changes.map(\.0.pool)).sorted() {
+                    next = RulesetBuilder.updating(next, spec: spec, pool: pool, health: health)
+                }
+                var outcome: String
                 do {
                     let report = try kernel.apply(next, after: table)
                     table = next
-                    let took = start.duration(to: .now)
-                    logger.notice(
-                        "pool \(ref.pool) backend \(ref.endpoint): \(t.from.rawValue) → \(t.to.rawValue) (\(t.reason)) after \(Self.text(t.after)) \(t.from.rawValue); \(Self.sent(report)) in \(Self.text(took))")
+                    outcome = "\(Self.sent(report)) in \(Self.text(start.duration(to: .now)))"
+                    if changes.count > 1 { outcome += " (with \(changes.count - 1) other change\(changes.count == 2 ? "" : "s"))" }
                 } catch {
-                    logger.error("pool \(ref.pool) backend \(ref.endpoint) is \(t.to.rawValue) but the kernel refused the change: \(error)")
+                    outcome = "but the kernel refused the change: \(error)"
                 }
-                if t.to == .down, let pool = spec.pools.first(where: { $0.name == ref.pool }),
-                    pool.onBackendDown == .closeConnections,
-                    let backend = pool.backends.first(where: { $0.endpoint == ref.endpoint })
-                {
+                for (ref, t) in changes {
+                    logger.notice(
+                        "pool \(ref.pool) backend \(ref.endpoint): \(t.from.rawValue) → \(t.to.rawValue) (\(t.reason)) after \(Self.text(t.after)) \(t.from.rawValue); \(outcome)")
+                }
+                statusDirty = true
+                for (ref, t) in changes where t.to == .down {
+                    guard let pool = spec.pools.first(where: { $0.name == ref.pool }), pool.onBackendDown == .closeConnections,
+                        let backend = pool.backends.first(where: { $0.endpoint == ref.endpoint })
+                    else { continue }
                     do {
                         let n = try kernel.deleteConnections(to: backend.address, port: backend.port)
                         logger.notice("pool \(ref.pool) backend \(ref.endpoint): closed \(n) connection\(n == 1 ? "" : "s") (onBackendDown: close-connections)")
@@ -95,6 +147,8 @@ public final class Daemon {
                         logger.error("pool \(ref.pool) backend \(ref.endpoint): cannot close its connections: \(error)")
                     }
                 }
+                // The status file follows on the next tick: one write per half second at most.
+                continue
             case .reload:
                 do {
                     let next = try SpecDecoder.load(path: options.specPath)

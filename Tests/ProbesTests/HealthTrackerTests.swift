@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import PoolSpec
@@ -83,6 +84,29 @@ struct HealthTrackerTests {
         #expect(fast.ok && fastTook < .seconds(1), "\(fastTook)")
         #expect(slowResult == .failure("timeout after 2s"))
         #expect(slowTook >= .milliseconds(1900))
+        await prober.shutdown()
+    }
+}
+
+/// A probe closes with a reset: no TIME_WAIT socket and no 120 s conntrack entry per probe.
+@Suite(.serialized) struct ProbeCloseTests {
+    @Test func aTCPProbeLeavesNoTimeWait() async throws {
+        let prober = Prober()
+        let open = try Listener(answer: nil, silent: true)  // never closes: only the probe ends connections
+        for _ in 0..<5 {
+            let r = await prober.probe(ProbeTarget(address: IPAddress("127.0.0.1")!, port: open.port, check: HealthCheck(type: .tcp)))
+            #expect(r.ok)
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        let ss = Process()
+        ss.executableURL = URL(fileURLWithPath: "/usr/bin/ss")
+        ss.arguments = ["-tanH", "state", "time-wait", "dport", "= :\(open.port)"]
+        let out = Pipe()
+        ss.standardOutput = out
+        try ss.run()
+        ss.waitUntilExit()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(text.isEmpty, "TIME_WAIT sockets after tcp probes:\n\(text)")
         await prober.shutdown()
     }
 }

@@ -50,7 +50,9 @@ import Testing
         var failovers: [Double] = []
         for trial in 0..<10 {
             let victim = trial % 3
-            let load = try sb.startTraffic(["loop", "--target", Sandbox.vip4, "--duration", "600", "--timeout", "1"])
+            // A new connection every 5 ms: fine enough to time the failover, and it leaves the daemon
+            // CPU on this 2-core machine (back to back, the client alone took a core).
+            let load = try sb.startTraffic(["loop", "--target", Sandbox.vip4, "--duration", "600", "--timeout", "1", "--pause", "0.005"])
             _ = try load.nextLine()
             let killedAt = Date().timeIntervalSince1970
             sb.killBackend(victim)

@@ -139,6 +139,8 @@ def cmd_loop(a):
     stop = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
     while time.monotonic() < end and not stop:
+        if a.pause:
+            time.sleep(a.pause)
         try:
             name = one_tcp(a, None).split(" ")[0]
             if ok == 0:
@@ -170,6 +172,7 @@ def main():
     p.add_argument("--timeout", type=float, default=2.0)
     p.add_argument("--interval", type=float, default=0.1)
     p.add_argument("--duration", type=float, default=1.0)
+    p.add_argument("--pause", type=float, default=0.0, help="loop: seconds between connections")
     a = p.parse_args()
     {"count": cmd_count, "connect": cmd_connect, "hold": cmd_hold, "loop": cmd_loop}[a.mode](a)
     sys.stdout.flush()
