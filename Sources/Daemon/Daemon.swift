@@ -102,7 +102,7 @@ public final class Daemon {
         var statusDirty = false
         var refs = await watch(spec, health: health, monitor: monitor)
         let status = StatusFile(path: options.statusPath ?? StatusFile.defaultPath(table: spec.table))
-        await status.write(spec: spec, table: table, health: health, monitor: monitor, refs: refs)
+        await status.write(spec: spec, specPath: options.specPath, table: table, health: health, monitor: monitor)
 
         for await event in events {
             switch event {
@@ -188,7 +188,7 @@ public final class Daemon {
                 status.remove()
                 return
             }
-            await status.write(spec: spec, table: table, health: health, monitor: monitor, refs: refs)
+            await status.write(spec: spec, specPath: options.specPath, table: table, health: health, monitor: monitor)
         }
     }
 

@@ -44,7 +44,7 @@ public struct StatusFile: Sendable {
         public var bytes: UInt64?
     }
 
-    func write(spec: Spec, table: Table, health: Health, monitor: HealthMonitor, refs: [String: BackendRef], specPath: String = "") async {
+    func write(spec: Spec, specPath: String, table: Table, health: Health, monitor: HealthMonitor) async {
         let probes = await monitor.status()
         let now = ContinuousClock.now
         var pools: [PoolStatus] = []
@@ -53,8 +53,7 @@ public struct StatusFile: Sendable {
             var held: [String: Int] = [:]
             for element in map?.elements ?? [] {
                 if case .values(let v)? = element.data, case .address(let a) = v[0], case .port(let p) = v[1] {
-                    let endpoint = a.family == .ipv6 ? "[\(a)]:\(p)" : "\(a):\(p)"
-                    held[endpoint, default: 0] += 1
+                    held[Backend.endpoint(a, p), default: 0] += 1
                 }
             }
             let anyEligible = pool.backends.contains { health.isEligible($0, in: pool) }

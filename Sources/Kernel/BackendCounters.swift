@@ -21,9 +21,7 @@ extension NetfilterKernel {
                     // key: address . inet_proto (padded to 4) . inet_service (padded to 4)
                     guard key.count == 12 || key.count == 24 else { continue }
                     let addressLength = key.count - 8
-                    let address = IPAddress(bytes: Array(key[0..<addressLength])).description
-                    let port = Int(key[addressLength + 4]) << 8 | Int(key[addressLength + 5])
-                    let endpoint = addressLength == 4 ? "\(address):\(port)" : "[\(address)]:\(port)"
+                    let endpoint = Self.endpoint(address: key[0..<addressLength], port: key[(addressLength + 4)...])
                     out[endpoint, default: Counter(packets: 0, bytes: 0)].packets += counter.packets
                     out[endpoint, default: Counter(packets: 0, bytes: 0)].bytes += counter.bytes
                 }

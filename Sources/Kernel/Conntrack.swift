@@ -9,7 +9,7 @@ extension NetfilterKernel {
     /// backend) and returns how many went.
     public func deleteConnections(to address: IPAddress, port: UInt16) throws(KernelError) -> Int {
         let family = UInt8(address.family == .ipv4 ? AF_INET : AF_INET6)
-        let seq = nextSequenceNumber()
+        let seq = nextSequence()
         let dump = Self.ctMessage(UInt16(IPCTNL_MSG_CT_GET.rawValue), flags: UInt16(NLM_F_DUMP | NLM_F_ACK), family: family, seq: seq, payload: [])
         let reply = try exchange(dump, sequences: [seq])
         if let e = reply.status[seq], e != 0 { throw KernelError.system("cannot list connections (conntrack)", e) }
@@ -26,7 +26,7 @@ extension NetfilterKernel {
             let source = ip.payload(UInt16(family == UInt8(AF_INET) ? CTA_IP_V4_SRC.rawValue : CTA_IP_V6_SRC.rawValue))
             let sourcePort = proto.payload(UInt16(CTA_PROTO_SRC_PORT.rawValue))
             guard source == address.bytes, sourcePort == [UInt8(port >> 8), UInt8(port & 0xff)] else { continue }
-            let s = nextSequenceNumber()
+            let s = nextSequence()
             sequences.insert(s)
             deletes += Self.ctMessage(UInt16(IPCTNL_MSG_CT_DELETE.rawValue), flags: UInt16(NLM_F_ACK), family: family, seq: s, payload: orig)
         }

@@ -14,7 +14,7 @@ extension NetfilterKernel {
             let plan = Self.elementPlan(from: previous, to: table)
         else { return try apply(table) }
         if plan.isEmpty { return ApplyReport(messages: 0, replaced: false, bytes: 0) }
-        var batch = NetlinkBatch(firstSequence: nextSequenceNumber())
+        var batch = NetlinkBatch(firstSequence: nextSequence())
         plan.write(into: &batch, table: table)
         try commit(&batch, table: table)
         return ApplyReport(messages: batch.messageCount, replaced: false, bytes: batch.buffer.count)
@@ -48,18 +48,20 @@ extension NetfilterKernel {
         guard let snapshot = try snapshot(of: name) else { return nil }
         var out: [String: Set<String>] = [:]
         for (setName, state) in snapshot.sets where setName.hasPrefix("pool-") && setName.hasSuffix("-slots") {
+            // Slot data: address, then the port padded to 4 bytes.
             out[setName] = Set(state.elements.compactMap { element in
                 guard let data = element.data?.array, data.count == 8 || data.count == 20 else { return nil }
-                let address = IPAddressText.from(Array(data[0..<(data.count - 4)]))
-                let port = Int(data[data.count - 4]) << 8 | Int(data[data.count - 3])
-                return data.count == 8 ? "\(address):\(port)" : "[\(address)]:\(port)"
+                return Self.endpoint(address: data[0..<(data.count - 4)], port: data[(data.count - 4)...])
             })
         }
         return out
     }
 }
 
-
-enum IPAddressText {
-    static func from(_ bytes: [UInt8]) -> String { IPAddress(bytes: bytes).description }
+extension NetfilterKernel {
+    /// The endpoint text of an address and a big-endian port as set elements carry them.
+    static func endpoint(address: ArraySlice<UInt8>, port: ArraySlice<UInt8>) -> String {
+        let p = UInt16(port[port.startIndex]) << 8 | UInt16(port[port.startIndex + 1])
+        return Backend.endpoint(IPAddress(bytes: Array(address)), p)
+    }
 }

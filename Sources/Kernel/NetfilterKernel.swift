@@ -60,12 +60,10 @@ public final class NetfilterKernel {
         return try body()
     }
 
-    private func nextSequence() -> UInt32 {
+    func nextSequence() -> UInt32 {
         sequence &+= 1
         return sequence
     }
-
-    func nextSequenceNumber() -> UInt32 { nextSequence() }
 
     /// Whether table inet `name` exists and carries nftpool's mark.
     public func ownership(of name: String) throws(KernelError) -> Ownership {
@@ -87,8 +85,7 @@ public final class NetfilterKernel {
             payload(nlh)
             return Int(nlh.pointee.nlmsg_len)
         }
-        try socket.send(Array(buffer[0..<length]))
-        let reply = try socket.collect(expected: [seq])
+        let reply = try exchange(Array(buffer[0..<length]), sequences: [seq])
         return (reply.status[seq] ?? 0, reply.messages)
     }
 

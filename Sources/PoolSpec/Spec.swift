@@ -120,7 +120,10 @@ public struct Backend: Equatable, Hashable, Sendable {
     }
 
     /// How logs, comments and errors name a backend.
-    public var endpoint: String {
+    public var endpoint: String { Self.endpoint(address, port) }
+
+    /// `10.0.0.1:80`, `[fd00::1]:80`: also how the kernel's and the daemon's views name backends.
+    public static func endpoint(_ address: IPAddress, _ port: UInt16) -> String {
         address.family == .ipv6 ? "[\(address)]:\(port)" : "\(address):\(port)"
     }
 }

@@ -6,7 +6,7 @@ import NIOSSL
 import PoolSpec
 
 /// What to probe: one backend's address and its pool's health check.
-public struct ProbeTarget: Sendable, Hashable {
+public struct ProbeTarget: Sendable, Equatable {
     public var address: IPAddress
     public var port: UInt16
     public var check: HealthCheck
@@ -15,15 +15,6 @@ public struct ProbeTarget: Sendable, Hashable {
         self.address = address
         self.port = port
         self.check = check
-    }
-
-    public static func == (a: ProbeTarget, b: ProbeTarget) -> Bool {
-        a.address == b.address && a.port == b.port && a.check == b.check
-    }
-
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(address.description)
-        hasher.combine(port)
     }
 }
 
@@ -43,8 +34,7 @@ public final class Prober: Sendable {
 
     public func probe(_ target: ProbeTarget) async -> ProbeResult {
         let check = target.check
-        let timeout = TimeAmount.nanoseconds(Int64(check.timeout.components.seconds) * 1_000_000_000
-            + check.timeout.components.attoseconds / 1_000_000_000)
+        let timeout = TimeAmount.milliseconds(check.timeout.milliseconds)
         let label = check.type == .tcp ? "tcp" : "\(check.type.rawValue) \(check.path)"
         let tls: NIOSSLContext?
         if check.type == .https {
@@ -65,7 +55,7 @@ public final class Prober: Sendable {
         let loop = group.next()
         let done = loop.makePromise(of: ProbeResult.self)
         let deadline = loop.scheduleTask(in: timeout) {
-            done.succeed(.failure("timeout after \(check.timeout.shortText)"))
+            done.succeed(.failure("timeout after \(DurationText.format(check.timeout))"))
         }
         let hostHeader = check.host.isEmpty ? target.address.description : check.host
         let bootstrap = ClientBootstrap(group: loop)
@@ -105,7 +95,7 @@ public final class Prober: Sendable {
     }
 
     static func describe(_ error: Error, timeout: Duration) -> String {
-        if let e = error as? ChannelError, case .connectTimeout = e { return "timeout after \(timeout.shortText)" }
+        if let e = error as? ChannelError, case .connectTimeout = e { return "timeout after \(DurationText.format(timeout))" }
         if let e = error as? NIOConnectionError {
             if let first = e.connectionErrors.first { return describe(first.error, timeout: timeout) }
             return "cannot connect"
@@ -190,13 +180,5 @@ private final class TLSContexts: @unchecked Sendable {
         let c = try NIOSSLContext(configuration: config)
         cache[key] = c
         return c
-    }
-}
-
-extension Duration {
-    /// `1s`, `200ms`: as the spec writes durations.
-    var shortText: String {
-        let ms = components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
-        return ms % 1000 == 0 ? "\(ms / 1000)s" : "\(ms)ms"
     }
 }
