@@ -33,7 +33,13 @@ public final class Prober: Sendable {
     }
 
     public func probe(_ target: ProbeTarget) async -> ProbeResult {
+        (try? await start(target).get()) ?? .failure("probe failed")
+    }
+
+    /// The probe as a future that completes on the event loop, when the result is known.
+    func start(_ target: ProbeTarget) -> EventLoopFuture<ProbeResult> {
         let check = target.check
+        let loop = group.next()
         let timeout = TimeAmount.milliseconds(check.timeout.milliseconds)
         let label = check.type == .tcp ? "tcp" : "\(check.type.rawValue) \(check.path)"
         let tls: NIOSSLContext?
@@ -41,7 +47,7 @@ public final class Prober: Sendable {
             do {
                 tls = try contexts.context(caFile: check.caFile, insecure: check.insecureSkipVerify)
             } catch {
-                return .failure("\(label): cannot load caFile \(check.caFile ?? ""): \(error)")
+                return loop.makeSucceededFuture(.failure("\(label): cannot load caFile \(check.caFile ?? ""): \(error)"))
             }
         } else {
             tls = nil
@@ -50,9 +56,8 @@ public final class Prober: Sendable {
         do {
             address = try SocketAddress(ipAddress: target.address.description, port: Int(target.port))
         } catch {
-            return .failure("\(label): \(error)")
+            return loop.makeSucceededFuture(.failure("\(label): \(error)"))
         }
-        let loop = group.next()
         let done = loop.makePromise(of: ProbeResult.self)
         let deadline = loop.scheduleTask(in: timeout) {
             done.succeed(.failure("timeout after \(DurationText.format(check.timeout))"))
@@ -89,9 +94,8 @@ public final class Prober: Sendable {
                 done.succeed(.failure("\(label): \(Self.describe(error, timeout: check.timeout))"))
             }
         }
-        let result = (try? await done.futureResult.get()) ?? .failure("\(label): probe failed")
-        deadline.cancel()
-        return result
+        done.futureResult.whenComplete { _ in deadline.cancel() }
+        return done.futureResult
     }
 
     static func describe(_ error: Error, timeout: Duration) -> String {

@@ -73,13 +73,20 @@ struct HealthTrackerTests {
         let hung = try Listener(answer: nil, silent: true)
         let ok = try Listener(answer: "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         let check = HealthCheck(type: .http, path: "/", timeout: .seconds(2))
+        // Completion times are taken on the event loop as each result is known: measured after an
+        // await, they would include however long the test's own task waited for a thread while other
+        // suites' synchronous tests held the cooperative pool (seen: 2.4 s in a full run).
         let clock = ContinuousClock()
-        async let slow = prober.probe(ProbeTarget(address: IPAddress("127.0.0.1")!, port: hung.port, check: check))
+        let done = Completions()
         let start = clock.now
-        let fast = await prober.probe(ProbeTarget(address: IPAddress("127.0.0.1")!, port: ok.port, check: check))
-        let fastTook = start.duration(to: clock.now)
-        let slowResult = await slow
-        let slowTook = start.duration(to: clock.now)
+        let slowFuture = prober.start(ProbeTarget(address: IPAddress("127.0.0.1")!, port: hung.port, check: check))
+        slowFuture.whenComplete { _ in done.mark("slow", clock.now) }
+        let fastFuture = prober.start(ProbeTarget(address: IPAddress("127.0.0.1")!, port: ok.port, check: check))
+        fastFuture.whenComplete { _ in done.mark("fast", clock.now) }
+        let fast = try await fastFuture.get()
+        let slowResult = try await slowFuture.get()
+        let fastTook = start.duration(to: done.at("fast")!)
+        let slowTook = start.duration(to: done.at("slow")!)
         // Blocked behind the hung probe it would take its 2 s; a loaded CI machine may still be slow.
         #expect(fast.ok && fastTook < .seconds(1), "\(fastTook)")
         #expect(slowResult == .failure("timeout after 2s"))
@@ -108,5 +115,23 @@ struct HealthTrackerTests {
         let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(text.isEmpty, "TIME_WAIT sockets after tcp probes:\n\(text)")
         await prober.shutdown()
+    }
+}
+
+/// When each future completed, recorded from the event loop's thread.
+final class Completions: @unchecked Sendable {
+    private let lock = NSLock()
+    private var times: [String: ContinuousClock.Instant] = [:]
+
+    func mark(_ name: String, _ at: ContinuousClock.Instant) {
+        lock.lock()
+        times[name] = at
+        lock.unlock()
+    }
+
+    func at(_ name: String) -> ContinuousClock.Instant? {
+        lock.lock()
+        defer { lock.unlock() }
+        return times[name]
     }
 }
