@@ -136,15 +136,22 @@ public final class Daemon {
                         "pool \(ref.pool) backend \(ref.endpoint): \(t.from.rawValue) → \(t.to.rawValue) (\(t.reason)) after \(Self.text(t.after)) \(t.from.rawValue); \(outcome)")
                 }
                 statusDirty = true
+                var closing: [(ref: BackendRef, backend: Backend)] = []
                 for (ref, t) in changes where t.to == .down {
                     guard let pool = spec.pools.first(where: { $0.name == ref.pool }), pool.onBackendDown == .closeConnections,
                         let backend = pool.backends.first(where: { $0.endpoint == ref.endpoint })
                     else { continue }
+                    closing.append((ref, backend))
+                }
+                if !closing.isEmpty {
                     do {
-                        let n = try kernel.deleteConnections(to: backend.address, port: backend.port)
-                        logger.notice("pool \(ref.pool) backend \(ref.endpoint): closed \(n) connection\(n == 1 ? "" : "s") (onBackendDown: close-connections)")
+                        let closed = try kernel.deleteConnections(to: closing.map { ($0.backend.address, $0.backend.port) })
+                        for (ref, _) in closing {
+                            let n = closed[ref.endpoint, default: 0]
+                            logger.notice("pool \(ref.pool) backend \(ref.endpoint): closed \(n) connection\(n == 1 ? "" : "s") (onBackendDown: close-connections)")
+                        }
                     } catch {
-                        logger.error("pool \(ref.pool) backend \(ref.endpoint): cannot close its connections: \(error)")
+                        logger.error("cannot close the connections of \(closing.map(\.ref.description).joined(separator: ", ")): \(error)")
                     }
                 }
                 // The status file follows on the next tick: one write per half second at most.

@@ -5,35 +5,45 @@ import PoolSpec
 /// DNATed to a backend are deleted, so their clients see a reset at their next packet and reconnect at
 /// once (to a healthy backend) instead of hanging on a dead one. Same socket, other subsystem.
 extension NetfilterKernel {
-    /// Deletes every conntrack entry whose reply comes from `address:port` (a connection sent to that
-    /// backend) and returns how many went.
-    public func deleteConnections(to address: IPAddress, port: UInt16) throws(KernelError) -> Int {
-        let family = UInt8(address.family == .ipv4 ? AF_INET : AF_INET6)
-        let seq = nextSequence()
-        let dump = Self.ctMessage(UInt16(IPCTNL_MSG_CT_GET.rawValue), flags: UInt16(NLM_F_DUMP | NLM_F_ACK), family: family, seq: seq, payload: [])
-        let reply = try exchange(dump, sequences: [seq])
-        if let e = reply.status[seq], e != 0 { throw KernelError.system("cannot list connections (conntrack)", e) }
+    /// Deletes every conntrack entry whose reply comes from one of `backends` (connections sent to
+    /// them) and returns how many went per backend (`Backend.endpoint` text). One dump per address family
+    /// serves every backend of a burst.
+    public func deleteConnections(to backends: [(address: IPAddress, port: UInt16)]) throws(KernelError) -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for family in [IPFamily.ipv4, .ipv6] {
+            let wanted = Dictionary(
+                backends.filter { $0.address.family == family }.map { ($0.address.bytes + [UInt8($0.port >> 8), UInt8($0.port & 0xff)], Backend.endpoint($0.address, $0.port)) },
+                uniquingKeysWith: { a, _ in a })
+            guard !wanted.isEmpty else { continue }
+            let af = UInt8(family == .ipv4 ? AF_INET : AF_INET6)
+            let seq = nextSequence()
+            let dump = Self.ctMessage(UInt16(IPCTNL_MSG_CT_GET.rawValue), flags: UInt16(NLM_F_DUMP | NLM_F_ACK), family: af, seq: seq, payload: [])
+            let reply = try exchange(dump, sequences: [seq])
+            if let e = reply.status[seq], e != 0 { throw KernelError.system("cannot list connections (conntrack)", e) }
 
-        var deletes: [UInt8] = []
-        var sequences = Set<UInt32>()
-        for message in reply.messages {
-            let attrs = NetlinkAttributes(message, offset: 16 + 4)  // nlmsghdr + nfgenmsg
-            guard let orig = attrs.raw(UInt16(CTA_TUPLE_ORIG.rawValue)),
-                let replyTuple = attrs.nested(UInt16(CTA_TUPLE_REPLY.rawValue)),
-                let ip = replyTuple.nested(UInt16(CTA_TUPLE_IP.rawValue)),
-                let proto = replyTuple.nested(UInt16(CTA_TUPLE_PROTO.rawValue))
-            else { continue }
-            let source = ip.payload(UInt16(family == UInt8(AF_INET) ? CTA_IP_V4_SRC.rawValue : CTA_IP_V6_SRC.rawValue))
-            let sourcePort = proto.payload(UInt16(CTA_PROTO_SRC_PORT.rawValue))
-            guard source == address.bytes, sourcePort == [UInt8(port >> 8), UInt8(port & 0xff)] else { continue }
-            let s = nextSequence()
-            sequences.insert(s)
-            deletes += Self.ctMessage(UInt16(IPCTNL_MSG_CT_DELETE.rawValue), flags: UInt16(NLM_F_ACK), family: family, seq: s, payload: orig)
+            var deletes: [UInt8] = []
+            var owner: [UInt32: String] = [:]
+            for message in reply.messages {
+                let attrs = NetlinkAttributes(message, offset: 16 + 4)  // nlmsghdr + nfgenmsg
+                guard let orig = attrs.raw(UInt16(CTA_TUPLE_ORIG.rawValue)),
+                    let replyTuple = attrs.nested(UInt16(CTA_TUPLE_REPLY.rawValue)),
+                    let ip = replyTuple.nested(UInt16(CTA_TUPLE_IP.rawValue)),
+                    let proto = replyTuple.nested(UInt16(CTA_TUPLE_PROTO.rawValue)),
+                    let source = ip.payload(UInt16(family == .ipv4 ? CTA_IP_V4_SRC.rawValue : CTA_IP_V6_SRC.rawValue)),
+                    let sourcePort = proto.payload(UInt16(CTA_PROTO_SRC_PORT.rawValue)),
+                    let endpoint = wanted[source + sourcePort]
+                else { continue }
+                let s = nextSequence()
+                owner[s] = endpoint
+                deletes += Self.ctMessage(UInt16(IPCTNL_MSG_CT_DELETE.rawValue), flags: UInt16(NLM_F_ACK), family: af, seq: s, payload: orig)
+            }
+            for endpoint in wanted.values { counts[endpoint] = counts[endpoint] ?? 0 }
+            guard !deletes.isEmpty else { continue }
+            let result = try exchange(deletes, sequences: Set(owner.keys))
+            // ENOENT: the connection ended by itself meanwhile.
+            for (s, endpoint) in owner where (result.status[s] ?? 0) == 0 { counts[endpoint, default: 0] += 1 }
         }
-        guard !deletes.isEmpty else { return 0 }
-        let result = try exchange(deletes, sequences: sequences)
-        // ENOENT: the connection ended by itself meanwhile.
-        return sequences.filter { (result.status[$0] ?? 0) == 0 }.count
+        return counts
     }
 
     /// One ctnetlink message: nlmsghdr, nfgenmsg, then the given attribute bytes.
