@@ -40,16 +40,21 @@ import Testing
     static func counts(_ result: [String: Any]) -> [String: Int] { result["counts"] as? [String: Int] ?? [:] }
     static func failures(_ result: [String: Any]) -> Int { result["failures"] as? Int ?? -1 }
 
+    /// 300 connections over b0, b1, b2 with none failed: each backend 100 ± 3.
+    static func expectEvenOver3(_ r: [String: Any]) {
+        #expect(failures(r) == 0, "\(r["errors"] ?? "")")
+        let c = counts(r)
+        #expect(c.keys.sorted() == ["b0", "b1", "b2"], "\(c)")
+        for (name, n) in c { #expect(abs(n - 100) <= 3, "\(name): \(n) of 300") }
+    }
+
     // 1
     @Test func roundRobinSpreadsEvenly() throws {
         let sb = try Sandbox("rr")
         try sb.apply(Self.spec(backends: (0..<3).map { Backend(index: $0) }))
         let r = try sb.traffic(["count", "--target", Sandbox.vip4, "--n", "300"])
-        #expect(Self.failures(r) == 0, "\(r["errors"] ?? "")")
-        let c = Self.counts(r)
-        #expect(c.keys.sorted() == ["b0", "b1", "b2"], "\(c)")
-        for (name, n) in c { #expect(abs(n - 100) <= 3, "\(name): \(n) of 300") }
-        print("figure: round-robin 300 connections: \(c.sorted { $0.key < $1.key })")
+        Self.expectEvenOver3(r)
+        print("figure: round-robin 300 connections: \(Self.counts(r).sorted { $0.key < $1.key })")
     }
 
     // 2
@@ -155,21 +160,13 @@ import Testing
     @Test func anIPv6PoolBalancesLikeItsIPv4Twin() throws {
         let sb = try Sandbox("ipv6")
         try sb.apply(Self.spec(family6: true, backends: (0..<3).map { Backend(index: $0) }))
-        let r = try sb.traffic(["count", "--target", Sandbox.vip6, "--n", "300"])
-        #expect(Self.failures(r) == 0, "\(r["errors"] ?? "")")
-        let c = Self.counts(r)
-        #expect(c.count == 3)
-        for (name, n) in c { #expect(abs(n - 100) <= 3, "\(name): \(n) of 300") }
+        Self.expectEvenOver3(try sb.traffic(["count", "--target", Sandbox.vip6, "--n", "300"]))
     }
 
     @Test func aUDPPoolBalancesLikeItsTCPTwin() throws {
         let sb = try Sandbox("udp")
         try sb.apply(Self.spec(proto: "udp", port: 53, backends: (0..<3).map { Backend(index: $0) }))
-        let r = try sb.traffic(["count", "--target", Sandbox.vip4, "--port", "53", "--proto", "udp", "--n", "300"])
-        #expect(Self.failures(r) == 0, "\(r["errors"] ?? "")")
-        let c = Self.counts(r)
-        #expect(c.count == 3)
-        for (name, n) in c { #expect(abs(n - 100) <= 3, "\(name): \(n) of 300") }
+        Self.expectEvenOver3(try sb.traffic(["count", "--target", Sandbox.vip4, "--port", "53", "--proto", "udp", "--n", "300"]))
     }
 
     // 8
