@@ -34,8 +34,8 @@ extension NetfilterKernel {
             guard old.key == new.key, old.data == new.data, old.counter == new.counter, old.size == new.size else {
                 return nil
             }
-            let have = KernelSnapshot.SetState(encoding: SetEncoding(old), elements: old.elements.map(KernelSnapshot.ElementBytes.init))
-            let (gone, added) = TablePlan.elementChanges(have: have.elements, want: new.elements)
+            let have = old.elements.map(KernelSnapshot.ElementBytes.init).sorted { $0.key < $1.key }
+            let (gone, added) = TablePlan.elementChanges(have: have, want: new.elements)
             if !gone.isEmpty { plan.deleteElements.append((new.name, gone)) }
             if !added.isEmpty { plan.addElements.append((new, added)) }
         }
