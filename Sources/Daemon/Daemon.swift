@@ -87,7 +87,7 @@ public final class Daemon {
         logger.info(
             "\(held == nil ? "started" : "adopted table inet \(spec.table)"): \(Self.summary(spec, health)); \(Self.sent(report))")
 
-        let prober = Prober(threads: 1)
+        let prober = Prober()
         let inbox = Inbox()
         let monitor = HealthMonitor(prober: prober) { id, transition in
             if inbox.push(id, transition) { sink.yield(.transitions) }
@@ -100,7 +100,7 @@ public final class Daemon {
         }
         defer { ticker.cancel() }
         var statusDirty = false
-        var refs = await watch(spec, health: health, monitor: monitor)
+        var refs = watch(spec, health: health, monitor: monitor)
         let status = StatusFile(path: options.statusPath ?? StatusFile.defaultPath(table: spec.table))
         await status.write(spec: spec, specPath: options.specPath, table: table, health: health, monitor: monitor)
 
@@ -175,7 +175,7 @@ public final class Daemon {
                     spec = next
                     health = newHealth
                     table = newTable
-                    refs = await watch(spec, health: health, monitor: monitor)
+                    refs = watch(spec, health: health, monitor: monitor)
                     logger.notice("reloaded \(options.specPath): \(Self.summary(spec, health)); \(Self.sent(report))")
                 } catch let errors as SpecErrors {
                     for e in errors.errors { logger.error("reload: \(e.description)") }
@@ -184,7 +184,7 @@ public final class Daemon {
                     logger.error("reload: the kernel refused the new spec, keeping the running one: \(error)")
                 }
             case .stop(let signal):
-                await monitor.stopAll()
+                monitor.stopAll()
                 await prober.shutdown()
                 if options.cleanupOnExit {
                     _ = try? kernel.delete(tableNamed: spec.table)
@@ -200,7 +200,7 @@ public final class Daemon {
     }
 
     /// Starts or keeps a probe loop per checked backend (not disabled ones); returns probe id → backend.
-    func watch(_ spec: Spec, health: Health, monitor: HealthMonitor) async -> [String: BackendRef] {
+    func watch(_ spec: Spec, health: Health, monitor: HealthMonitor) -> [String: BackendRef] {
         var refs: [String: BackendRef] = [:]
         for pool in spec.pools {
             guard let check = pool.healthCheck else { continue }
@@ -210,10 +210,10 @@ public final class Daemon {
                 refs[id] = ref
                 let target = ProbeTarget(address: backend.address, port: check.port ?? backend.port, check: check)
                 let down = health.down.contains(ref)
-                await monitor.watch(id, target: target, initial: down ? .down : .up, reason: down ? "not yet checked" : "serving")
+                monitor.watch(id, target: target, initial: down ? .down : .up, reason: down ? "not yet checked" : "serving")
             }
         }
-        await monitor.retain(only: Set(refs.keys))
+        monitor.retain(only: Set(refs.keys))
         return refs
     }
 

@@ -45,7 +45,7 @@ public struct StatusFile: Sendable {
     }
 
     func write(spec: Spec, specPath: String, table: Table, health: Health, monitor: HealthMonitor) async {
-        let probes = await monitor.status()
+        let probes = monitor.status()
         let now = ContinuousClock.now
         var pools: [PoolStatus] = []
         for pool in spec.pools {

@@ -1,9 +1,17 @@
+import NIOConcurrencyHelpers
+import NIOCore
 import PoolSpec
 
-/// Probes every registered target on its own schedule, each in its own task: a backend that hangs delays
-/// only its own probes. Reports each rise or fall to the handler, in the order they happen.
-public actor HealthMonitor {
-    public typealias Handler = @Sendable (_ id: String, _ transition: HealthTracker.Transition) async -> Void
+/// Probes every registered target on its own schedule: a backend that hangs delays only its own probes.
+/// Reports each rise or fall to the handler, in the order they happen for that backend.
+///
+/// Scheduling, probing and the rise/fall bookkeeping all run on the prober's event loops; only transitions
+/// leave them. A task per backend sleeping on Swift's cooperative pool cost a thread hop or two per probe
+/// (timer thread → pool → event loop → pool): at 1,000 probes a second that was a quarter of a core,
+/// most of it the kernel switching threads.
+public final class HealthMonitor: Sendable {
+    /// Called on an event loop thread: keep it short and do not block.
+    public typealias Handler = @Sendable (_ id: String, _ transition: HealthTracker.Transition) -> Void
 
     public struct Status: Sendable {
         public var state: HealthTracker.State
@@ -13,43 +21,39 @@ public actor HealthMonitor {
 
     private let prober: Prober
     private let handler: Handler
-    private var trackers: [String: HealthTracker] = [:]
-    private var loops: [String: (target: ProbeTarget, task: Task<Void, Never>)] = [:]
+    private let wheels: [ProbeWheel]
+    private let probes = NIOLockedValueBox<(all: [String: Schedule], placed: Int)>(([:], 0))
 
     public init(prober: Prober, handler: @escaping Handler) {
         self.prober = prober
         self.handler = handler
+        wheels = prober.group.makeIterator().map { ProbeWheel(loop: $0) }
     }
 
     /// Starts probing `target` under `id`, beginning in `initial`; a running id with the same target keeps
     /// its state and schedule (a reload does not reset health).
     public func watch(_ id: String, target: ProbeTarget, initial: HealthTracker.State, reason: String) {
-        if let running = loops[id], running.target == target { return }
-        loops[id]?.task.cancel()
-        trackers[id] = HealthTracker(check: target.check, initial: initial, now: .now, reason: reason)
-        let prober = prober
-        let task = Task { [weak self] in
-            // Spread the first probes of many backends over up to one interval.
-            let spread = min(target.check.interval, .seconds(1))
-            try? await Task.sleep(for: spread * Double.random(in: 0..<0.2))
-            while !Task.isCancelled {
-                let result = await prober.probe(target)
-                guard let self, !Task.isCancelled else { return }
-                let delay = await self.record(id, result)
-                // A little jitter, so that probes of many backends do not fall into lockstep.
-                try? await Task.sleep(for: delay * Double.random(in: 0.95..<1.05))
-            }
+        let started: Schedule? = probes.withLockedValue { probes in
+            if let running = probes.all[id], running.target == target { return nil }
+            probes.all[id]?.stop()
+            // Backends are dealt round the loops in turn.
+            let wheel = wheels[probes.placed % wheels.count]
+            probes.placed += 1
+            let s = Schedule(id: id, target: target, initial: initial, reason: reason, prober: prober, wheel: wheel, handler: handler)
+            probes.all[id] = s
+            return s
         }
-        loops[id] = (target, task)
+        started?.begin()
     }
 
     /// Stops probing every id not in `keep`.
     public func retain(only keep: Set<String>) {
-        for id in loops.keys where !keep.contains(id) {
-            loops[id]?.task.cancel()
-            loops[id] = nil
-            trackers[id] = nil
+        let stopped = probes.withLockedValue { probes in
+            let gone = probes.all.filter { !keep.contains($0.key) }
+            for id in gone.keys { probes.all[id] = nil }
+            return gone.values
         }
+        stopped.forEach { $0.stop() }
     }
 
     public func stopAll() {
@@ -57,14 +61,87 @@ public actor HealthMonitor {
     }
 
     public func status() -> [String: Status] {
-        trackers.mapValues { Status(state: $0.state, reason: $0.lastReason, since: $0.since) }
+        probes.withLockedValue { $0.all }.mapValues { $0.status }
+    }
+}
+
+/// One backend's probe loop, confined to one event loop; its tracker is also read by `status`, hence
+/// the lock.
+private final class Schedule: Sendable {
+    let id: String
+    let target: ProbeTarget
+    let wheel: ProbeWheel
+    let address: Result<SocketAddress, Error>
+    let prober: Prober
+    let handler: HealthMonitor.Handler
+    private let tracker: NIOLockedValueBox<HealthTracker>
+    /// Whether the loop was stopped, and the jitter's generator; touched only on the wheel's loop.
+    private let stopped: NIOLoopBoundBox<Bool>
+    /// Jitter needs no strong randomness, and the system generator costs a getrandom call per number.
+    private let random: NIOLoopBoundBox<SplitMix64>
+
+    init(id: String, target: ProbeTarget, initial: HealthTracker.State, reason: String, prober: Prober,
+         wheel: ProbeWheel, handler: @escaping HealthMonitor.Handler) {
+        self.id = id
+        self.target = target
+        self.prober = prober
+        self.handler = handler
+        self.wheel = wheel
+        tracker = NIOLockedValueBox(HealthTracker(check: target.check, initial: initial, now: .now, reason: reason))
+        address = Prober.socketAddress(of: target)
+        random = .makeBoxSendingValue(SplitMix64(seed: .random(in: .min ... .max)), eventLoop: wheel.loop)
+        stopped = .makeBoxSendingValue(false, eventLoop: wheel.loop)
     }
 
-    private func record(_ id: String, _ result: ProbeResult) async -> Duration {
-        guard var tracker = trackers[id] else { return .seconds(1) }
-        let transition = tracker.record(result, at: .now)
-        trackers[id] = tracker
-        if let transition { await handler(id, transition) }
-        return tracker.nextDelay
+    var status: HealthMonitor.Status {
+        tracker.withLockedValue { HealthMonitor.Status(state: $0.state, reason: $0.lastReason, since: $0.since) }
+    }
+
+    func begin() {
+        // Spread the first probes of many backends over up to a fifth of an interval.
+        let spread = min(target.check.interval, .seconds(1))
+        wheel.loop.execute { self.wake(after: spread * Double.random(in: 0..<0.2, using: &self.random.value)) }
+    }
+
+    func stop() {
+        wheel.loop.execute { self.stopped.value = true }
+    }
+
+    private func wake(after delay: Duration) {
+        guard !stopped.value else { return }
+        wheel.schedule(after: delay) { self.probe() }
+    }
+
+    private func probe() {
+        guard !stopped.value else { return }
+        let started: EventLoopFuture<ProbeResult>
+        switch address {
+        case .success(let address): started = prober.start(target, at: address, on: wheel.loop)
+        case .failure: started = prober.start(target, on: wheel.loop)  // says why the address is unusable
+        }
+        started.whenSuccess { result in
+            guard !self.stopped.value else { return }
+            let (transition, delay) = self.tracker.withLockedValue { t in
+                (t.record(result, at: .now), t.nextDelay)
+            }
+            if let transition { self.handler(self.id, transition) }
+            // A little jitter, so that probes of many backends do not fall into lockstep.
+            self.wake(after: delay * Double.random(in: 0.95..<1.05, using: &self.random.value))
+        }
+    }
+}
+
+/// A small fast generator (Steele, Lea, Flood: SplitMix64), seeded once from the system's.
+struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }
