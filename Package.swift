@@ -57,7 +57,14 @@ let package = Package(
         // Helpers for tests only: repository paths, running the built binary, scratch network namespaces.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "PoolSpecTests", dependencies: ["PoolSpec"]),
-        .testTarget(name: "ProbesTests", dependencies: ["Probes", "PoolSpec"]),
+        .testTarget(
+            name: "ProbesTests",
+            dependencies: [
+                "Probes", "PoolSpec",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]),
         .testTarget(name: "RulesetTests", dependencies: ["Ruleset", "PoolSpec", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
         // Needs root, nft and network namespaces; fails (never skips) when it cannot run them.

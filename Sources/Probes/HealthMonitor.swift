@@ -33,7 +33,7 @@ public final class HealthMonitor: Sendable {
     /// Starts probing `target` under `id`, beginning in `initial`; a running id with the same target keeps
     /// its state and schedule (a reload does not reset health).
     public func watch(_ id: String, target: ProbeTarget, initial: HealthTracker.State, reason: String) {
-        let started: Schedule? = probes.withLockedValue { probes in
+        let started: (Schedule, Int)? = probes.withLockedValue { probes in
             if let running = probes.all[id], running.target == target { return nil }
             probes.all[id]?.stop()
             // Backends are dealt round the loops in turn.
@@ -41,9 +41,13 @@ public final class HealthMonitor: Sendable {
             probes.placed += 1
             let s = Schedule(id: id, target: target, initial: initial, reason: reason, prober: prober, wheel: wheel, handler: handler)
             probes.all[id] = s
-            return s
+            return (s, probes.all.count)
         }
-        started?.begin()
+        guard let (schedule, watched) = started else { return }
+        // First probes are spread over a window that grows by 0.1 ms per watched backend, from a fifth of
+        // an interval up to a whole one: 10,000 backends all starting within 200 ms timed out by the thousand.
+        let window = min(schedule.target.check.interval, max(schedule.target.check.interval / 5, .microseconds(100) * watched))
+        schedule.begin(within: window)
     }
 
     /// Stops probing every id not in `keep`.
@@ -97,10 +101,8 @@ private final class Schedule: Sendable {
         tracker.withLockedValue { HealthMonitor.Status(state: $0.state, reason: $0.lastReason, since: $0.since) }
     }
 
-    func begin() {
-        // Spread the first probes of many backends over up to a fifth of an interval.
-        let spread = min(target.check.interval, .seconds(1))
-        wheel.loop.execute { self.wake(after: spread * Double.random(in: 0..<0.2, using: &self.random.value)) }
+    func begin(within window: Duration) {
+        wheel.loop.execute { self.wake(after: window * Double.random(in: 0..<1, using: &self.random.value)) }
     }
 
     func stop() {
