@@ -95,25 +95,35 @@ struct HealthTrackerTests {
     }
 }
 
-/// A probe closes with a reset: no TIME_WAIT socket and no 120 s conntrack entry per probe.
+/// A probe closes with a reset: no TIME_WAIT (or FIN_WAIT) socket and no 120 s conntrack entry per probe.
 @Suite(.serialized) struct ProbeCloseTests {
-    @Test func aTCPProbeLeavesNoTimeWait() async throws {
-        let prober = Prober()
+    @Test func aTCPProbeLeavesNoSocketBehind() async throws {
         let open = try Listener(answer: nil, silent: true)  // never closes: only the probe ends connections
+        try await expectNoTimeWait(port: open.port, check: HealthCheck(type: .tcp))
+    }
+
+    @Test func anHTTPProbeLeavesNoSocketBehind() async throws {
+        let ok = try Listener(answer: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", keepOpen: true)
+        try await expectNoTimeWait(port: ok.port, check: HealthCheck(type: .http, path: "/healthz"))
+    }
+
+    func expectNoTimeWait(port: UInt16, check: HealthCheck) async throws {
+        let prober = Prober()
         for _ in 0..<5 {
-            let r = await prober.probe(ProbeTarget(address: IPAddress("127.0.0.1")!, port: open.port, check: HealthCheck(type: .tcp)))
-            #expect(r.ok)
+            let r = await prober.probe(ProbeTarget(address: IPAddress("127.0.0.1")!, port: port, check: check))
+            #expect(r.ok, "\(r)")
         }
         try await Task.sleep(for: .milliseconds(100))
         let ss = Process()
         ss.executableURL = URL(fileURLWithPath: "/usr/bin/ss")
-        ss.arguments = ["-tanH", "state", "time-wait", "dport", "= :\(open.port)"]
+        // Every socket of the probe's side, in any state: a reset leaves none behind.
+        ss.arguments = ["-tanH", "dport", "= :\(port)"]
         let out = Pipe()
         ss.standardOutput = out
         try ss.run()
         ss.waitUntilExit()
         let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(text.isEmpty, "TIME_WAIT sockets after tcp probes:\n\(text)")
+        #expect(text.isEmpty, "sockets left after \(check.type) probes:\n\(text)")
         await prober.shutdown()
     }
 }

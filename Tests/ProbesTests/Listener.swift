@@ -7,7 +7,7 @@ final class Listener: @unchecked Sendable {
     let port: UInt16
     private var open = true
 
-    init(answer: String?, silent: Bool = false) throws {
+    init(answer: String?, silent: Bool = false, keepOpen: Bool = false) throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         self.fd = fd
         var one: Int32 = 1
@@ -31,6 +31,7 @@ final class Listener: @unchecked Sendable {
                     _ = read(c, &buffer, buffer.count)
                     _ = answer.withCString { write(c, $0, strlen($0)) }
                 }
+                if keepOpen { continue }  // the client must close first
                 Foundation.close(c)
             }
         }
