@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# Probe scale: `nftpool run` with 10,000 backends (100 pools x 100; 100 addresses x 100 ports served by one
-# nginx in a backend namespace), probed every 1 s, once over tcp and once over http. After the daemon
-# has settled (all backends up), its CPU (utime + stime from /proc/PID/stat) is measured over SECONDS, and
-# its resident memory (VmRSS, VmHWM). Release build; everything in namespaces nftpool-ps-$$-*.
-# Usage (root): benchmarks/probe-scale.sh [SECONDS]   default 20. Needs nginx (nginx-light).
+# Probe scale: `nftpool run` with N backends (N/100 pools of 100; 100 addresses x N/100 ports served by
+# one nginx in a backend namespace), probed every 1 s, once over tcp and once over http.
+#
+# Per size and check: how long until every backend is up; then over SECONDS the daemon's CPU
+# (utime + stime from /proc/PID/stat), how many health transitions it logged (a stable daemon logs none),
+# and its resident memory (VmRSS, VmHWM). The baseline, measured in the same run against the same nginx
+# with nftpool's table in place: benchmarks/probe-floor.py making the same number of probe connections a
+# second with nothing but epoll, whose system CPU is the kernel's share of a probe — no prober can
+# spend less. Release build; everything in namespaces nftpool-ps-$$-*.
+# Usage (root): benchmarks/probe-scale.sh [SECONDS] [BACKENDS...]   default 20, 1000 5000 10000.
+# Needs nginx (nginx-light).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
+shift || true
+sizes=${*:-1000 5000 10000}
 swift build -c release --product nftpool >/dev/null
 bin=$PWD/.build/release/nftpool
+floor=$PWD/benchmarks/probe-floor.py
 p=nftpool-ps-$$
 L=$p-lb B=$p-backend
 work=$(mktemp -d)
@@ -38,10 +47,10 @@ ip netns exec $B sysctl -qw net.core.somaxconn=4096
 } > "$work/nginx.conf"
 ip netns exec $B nginx -c "$work/nginx.conf"
 
-spec() {  # $1: tcp or http
+spec() {  # $1: tcp or http, $2: pools
     echo "table: probescale"
     echo "pools:"
-    for pool in $(seq 0 99); do
+    for pool in $(seq 0 $(($2 - 1))); do
         echo "  - name: p$pool"
         echo "    frontends: [{address: 10.99.$pool.1, port: 80}]"
         echo "    healthCheck: {type: $1, port: $((8000 + pool)), interval: 1s, fastInterval: 200ms, timeout: 500ms, rise: 1, fall: 2$([ "$1" = http ] && echo ", path: /healthz")}"
@@ -49,28 +58,42 @@ spec() {  # $1: tcp or http
         for a in $(seq 1 100); do echo "      - {address: 10.30.0.$a, port: $((8000 + pool))}"; done
     done
 }
-ticks() { awk '{print $14 + $15}' /proc/$1/stat; }
+stat() { awk "{print \$$1}" /proc/$daemon/stat; }
+transitions() { grep -c ' → ' "$work/daemon.log" || true; }
 hz=$(getconf CLK_TCK)
-printf '| check | backends | up after start | time to all up (s) | daemon CPU (cores) | VmRSS (MB) | VmHWM (MB) |\n|---|---|---|---|---|---|---|\n'
-for check in tcp http; do
-    spec $check > "$work/spec.yaml"
-    t0=$(date +%s.%N)
-    $bin run --netns $L --status-file "$work/status.json" "$work/spec.yaml" 2> "$work/daemon-$check.log" &
-    daemon=$!
-    # settled: every backend up in the status file
-    for _ in $(seq 240); do
-        up=$(python3 -c "import json;d=json.load(open('$work/status.json'));print(sum(b['health']=='up' for p in d['pools'] for b in p['backends']))" 2>/dev/null || echo 0)
-        [ "$up" = 10000 ] && break
-        sleep 0.5
+printf '| check | backends | all up after (s) | daemon CPU (cores) | user | system | transitions while measured | kernel floor (cores) | daemon / floor | VmRSS (MB) | VmHWM (MB) |\n'
+printf '|---|---|---|---|---|---|---|---|---|---|---|\n'
+for n in $sizes; do
+    pools=$((n / 100))
+    for check in tcp http; do
+        spec $check $pools > "$work/spec.yaml"
+        t0=$(date +%s.%N)
+        $bin run --netns $L --status-file "$work/status.json" "$work/spec.yaml" 2> "$work/daemon.log" &
+        daemon=$!
+        settle="never"
+        for _ in $(seq 120); do  # up to 60 s
+            up=$(python3 -c "import json;d=json.load(open('$work/status.json'));print(sum(b['health']=='up' for p in d['pools'] for b in p['backends']))" 2>/dev/null || echo 0)
+            if [ "$up" = "$n" ]; then settle=$(python3 -c "print(f'{$(date +%s.%N) - $t0:.1f}')"); break; fi
+            sleep 0.5
+        done
+        sleep 2
+        f0=$(transitions); u0=$(stat 14); k0=$(stat 15); s0=$(date +%s.%N)
+        sleep "$secs"
+        f1=$(transitions); u1=$(stat 14); k1=$(stat 15); s1=$(date +%s.%N)
+        rss=$(awk '/VmRSS/{print $2/1024}' /proc/$daemon/status); hwm=$(awk '/VmHWM/{print $2/1024}' /proc/$daemon/status)
+        kill -TERM $daemon; wait $daemon || true; daemon=
+        # The table stays (SIGTERM), so the floor's connections are tracked by conntrack as the daemon's were.
+        fl=$(ip netns exec $L python3 "$floor" $check "$n" "$secs" 10.30.0. 1 100 8000 $pools)
+        ip netns exec $L nft delete table inet probescale 2>/dev/null || true
+        python3 - "$check" "$n" "$settle" "$u0" "$u1" "$k0" "$k1" "$s0" "$s1" "$hz" "$((f1 - f0))" "$fl" "$rss" "$hwm" <<'EOF'
+import sys
+check, n, settle, u0, u1, k0, k1, s0, s1, hz, flaps, fl, rss, hwm = sys.argv[1:]
+el = float(s1) - float(s0)
+user, system = (int(u1) - int(u0)) / int(hz) / el, (int(k1) - int(k0)) / int(hz) / el
+f = dict(kv.split("=") for kv in fl.split())
+floor = float(f["sys_cores"])
+print(f"| {check} | {n} | {settle} | {user + system:.2f} | {user:.2f} | {system:.2f} | {flaps} | {floor:.2f} "
+      f"({f['rate']}/s, {f['failed']} failed) | {(user + system) / floor:.1f}× | {float(rss):.0f} | {float(hwm):.0f} |")
+EOF
     done
-    t1=$(date +%s.%N)
-    c0=$(ticks $daemon); s0=$(date +%s.%N)
-    sleep "$secs"
-    c1=$(ticks $daemon); s1=$(date +%s.%N)
-    rss=$(awk '/VmRSS/{print $2/1024}' /proc/$daemon/status); hwm=$(awk '/VmHWM/{print $2/1024}' /proc/$daemon/status)
-    cpu=$(python3 -c "print(f'{($c1 - $c0) / $hz / ($s1 - $s0):.2f}')")
-    settle=$(python3 -c "print(f'{$t1 - $t0:.1f}')")
-    printf '| %s | 10000 | %s | %s | %s | %.0f | %.0f |\n' $check "$up" "$settle" "$cpu" "$rss" "$hwm"
-    kill -TERM $daemon; wait $daemon || true; daemon=
-    ip netns exec $L nft delete table inet probescale 2>/dev/null || true
 done
