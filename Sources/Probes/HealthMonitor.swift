@@ -83,6 +83,8 @@ private final class Schedule: Sendable {
     private let stopped: NIOLoopBoundBox<Bool>
     /// Jitter needs no strong randomness, and the system generator costs a getrandom call per number.
     private let random: NIOLoopBoundBox<SplitMix64>
+    /// http(s): the connection kept between probes.
+    private let kept: KeptConnection?
 
     init(id: String, target: ProbeTarget, initial: HealthTracker.State, reason: String, prober: Prober,
          wheel: ProbeWheel, handler: @escaping HealthMonitor.Handler) {
@@ -95,6 +97,7 @@ private final class Schedule: Sendable {
         address = Prober.socketAddress(of: target)
         random = .makeBoxSendingValue(SplitMix64(seed: .random(in: .min ... .max)), eventLoop: wheel.loop)
         stopped = .makeBoxSendingValue(false, eventLoop: wheel.loop)
+        kept = target.check.type == .tcp ? nil : KeptConnection()
     }
 
     var status: HealthMonitor.Status {
@@ -106,7 +109,10 @@ private final class Schedule: Sendable {
     }
 
     func stop() {
-        wheel.loop.execute { self.stopped.value = true }
+        wheel.loop.execute {
+            self.stopped.value = true
+            self.kept?.close()
+        }
     }
 
     private func wake(after delay: Duration) {
@@ -118,11 +124,14 @@ private final class Schedule: Sendable {
         guard !stopped.value else { return }
         let started: EventLoopFuture<ProbeResult>
         switch address {
-        case .success(let address): started = prober.start(target, at: address, on: wheel.loop)
+        case .success(let address): started = prober.start(target, at: address, on: wheel.loop, keeping: kept)
         case .failure: started = prober.start(target, on: wheel.loop)  // says why the address is unusable
         }
         started.whenSuccess { result in
-            guard !self.stopped.value else { return }
+            guard !self.stopped.value else {
+                self.kept?.close()  // the probe may have kept a connection after stop() closed the last
+                return
+            }
             let (transition, delay) = self.tracker.withLockedValue { t in
                 (t.record(result, at: .now), t.nextDelay)
             }

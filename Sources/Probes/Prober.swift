@@ -57,7 +57,43 @@ public final class Prober: Sendable {
         check.type == .tcp ? "tcp" : "\(check.type.rawValue) \(check.path)"
     }
 
-    func start(_ target: ProbeTarget, at address: SocketAddress, on loop: EventLoop) -> EventLoopFuture<ProbeResult> {
+    /// One probe of `target`. An http(s) probe given `kept` asks over the connection an earlier probe of
+    /// the same backend left open, and leaves its own open for the next; without, it closes at once.
+    func start(_ target: ProbeTarget, at address: SocketAddress, on loop: EventLoop, keeping kept: KeptConnection? = nil)
+        -> EventLoopFuture<ProbeResult>
+    {
+        let check = target.check
+        guard check.type != .tcp else { return connect(target, at: address, on: loop, kept: nil) }
+        guard let kept else { return connect(target, at: address, on: loop, kept: nil) }
+        let result: EventLoopFuture<ProbeResult>
+        if let handler = kept.ready() {
+            let done = loop.makePromise(of: ProbeResult.self)
+            expire(done, after: check.timeout, on: loop) { kept.close() }
+            handler.ask(done)
+            // A kept connection the backend closed while it was idle ends before answering: that says
+            // nothing of the backend's health, so the probe asks again on a new connection.
+            result = done.futureResult.flatMapError { _ in self.connect(target, at: address, on: loop, kept: kept) }
+        } else {
+            result = connect(target, at: address, on: loop, kept: kept)
+        }
+        // A failing backend is asked on a new connection each time, as on the first.
+        result.whenSuccess { if !$0.ok { kept.close() } }
+        return result
+    }
+
+    /// Fulfils `done` with a timeout failure unless something else does first.
+    private func expire(_ done: EventLoopPromise<ProbeResult>, after timeout: Duration, on loop: EventLoop, then: @escaping () -> Void = {}) {
+        let deadline = loop.scheduleTask(in: .milliseconds(timeout.milliseconds)) {
+            done.succeed(.failure("timeout after \(DurationText.format(timeout))"))
+            then()
+        }
+        done.futureResult.whenComplete { _ in deadline.cancel() }
+    }
+
+    /// A probe on a new connection; an http(s) one hands its connection to `kept` when it may be reused.
+    private func connect(_ target: ProbeTarget, at address: SocketAddress, on loop: EventLoop, kept: KeptConnection?)
+        -> EventLoopFuture<ProbeResult>
+    {
         let check = target.check
         let timeout = TimeAmount.milliseconds(check.timeout.milliseconds)
         let label = Self.label(check)
@@ -73,10 +109,10 @@ public final class Prober: Sendable {
         }
         let done = loop.makePromise(of: ProbeResult.self)
         // A tcp probe is over when connect is: its connect timeout is the deadline.
-        let deadline = check.type == .tcp ? nil : loop.scheduleTask(in: timeout) {
-            done.succeed(.failure("timeout after \(DurationText.format(check.timeout))"))
-        }
+        if check.type != .tcp { expire(done, after: check.timeout, on: loop) }
         let hostHeader = check.type == .tcp || !check.host.isEmpty ? check.host : target.address.description
+        let status = check.type == .tcp
+            ? nil : StatusHandler(path: check.path, host: hostHeader, expect: check.expectStatus, label: label, keepAlive: kept != nil, first: done)
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(timeout)
             .channelInitializer { channel in
@@ -87,27 +123,29 @@ public final class Prober: Sendable {
                 // connecting: set once connected, 4 in 10 probes at that rate still closed with a FIN.
                 let linger = (channel as? SocketOptionProvider)?.setSoLinger(linger(l_onoff: 1, l_linger: 0))
                     ?? channel.eventLoop.makeSucceededVoidFuture()
-                guard check.type != .tcp else { return linger }
+                guard let status else { return linger }
                 return linger.flatMapThrowing {
                     if let tls {
                         let sni = check.host.isEmpty || IPAddress(check.host) != nil ? nil : check.host
                         try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: sni))
                     }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(
-                        StatusHandler(path: check.path, host: hostHeader, expect: check.expectStatus, label: label, done: done))
+                    try channel.pipeline.syncOperations.addHandler(status)
                 }
             }
         bootstrap.connect(to: address).whenComplete { result in
             switch result {
             case .success(let channel):
                 if check.type == .tcp { done.succeed(.success("tcp: connected")) }
-                done.futureResult.whenComplete { _ in channel.close(promise: nil) }
+                if let kept, let status {
+                    kept.hold(channel, status)
+                } else {
+                    done.futureResult.whenComplete { _ in channel.close(promise: nil) }
+                }
             case .failure(let error):
                 done.succeed(.failure("\(label): \(Self.describe(error, timeout: check.timeout))"))
             }
         }
-        if let deadline { done.futureResult.whenComplete { _ in deadline.cancel() } }
         return done.futureResult
     }
 
@@ -131,50 +169,129 @@ public final class Prober: Sendable {
     }
 }
 
-/// Sends one GET and fulfils the probe with the response status, or with why there was none.
-private final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
+/// Sends a GET per probe and fulfils it with the response status, or with why there was none. With
+/// `keepAlive` the connection stays open between probes while the backend agrees (HTTP/1.1 keep-alive).
+final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
+
+    /// The probe asked on a kept connection got no response before the connection ended.
+    struct Stale: Error {}
 
     let path: String
     let host: String
     let expect: [Int]
     let label: String
-    let done: EventLoopPromise<ProbeResult>
+    let keepAlive: Bool
+    // Touched only on the channel's event loop.
+    private var context: ChannelHandlerContext?
+    private var pending: EventLoopPromise<ProbeResult>?
+    /// Whether the pending probe went out on a connection that had answered an earlier one.
+    private var reused = false
+    /// Ready for another request: the last response ended and the backend keeps the connection.
+    private(set) var idle = false
 
-    init(path: String, host: String, expect: [Int], label: String, done: EventLoopPromise<ProbeResult>) {
+    init(path: String, host: String, expect: [Int], label: String, keepAlive: Bool, first: EventLoopPromise<ProbeResult>) {
         self.path = path
         self.host = host
         self.expect = expect
         self.label = label
-        self.done = done
+        self.keepAlive = keepAlive
+        pending = first
     }
 
-    func channelActive(context: ChannelHandlerContext) {
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    /// Sends the next probe's request on this (idle) connection.
+    func ask(_ done: EventLoopPromise<ProbeResult>) {
+        pending = done
+        reused = true
+        idle = false
+        send()
+    }
+
+    private func send() {
+        guard let context else { return }
         var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path)
         head.headers.add(name: "Host", value: host)
         head.headers.add(name: "User-Agent", value: "nftpool")
-        head.headers.add(name: "Connection", value: "close")
+        if !keepAlive { head.headers.add(name: "Connection", value: "close") }
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        send()
         context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head(let head) = unwrapInboundIn(data) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
             let code = Int(head.status.code)
-            done.succeed(expect.contains(code) ? .success("\(label): status \(code)") : .failure("\(label): status \(code)"))
+            pending?.succeed(expect.contains(code) ? .success("\(label): status \(code)") : .failure("\(label): status \(code)"))
+            pending = nil
+            idle = false
+            if !(keepAlive && head.isKeepAlive) { context.close(promise: nil) }
+        case .body:
+            break
+        case .end:
+            // Reusable only once the whole response is read, so the next response is the next probe's.
+            idle = context.channel.isActive && keepAlive
         }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        done.succeed(.failure("\(label): \(Prober.describe(error, timeout: .zero))"))
+        end(failure: Prober.describe(error, timeout: .zero))
         context.close(promise: nil)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        done.succeed(.failure("\(label): connection closed before a response"))
+        end(failure: "connection closed before a response")
         context.fireChannelInactive()
+    }
+
+    private func end(failure: String) {
+        idle = false
+        guard let pending else { return }
+        self.pending = nil
+        if reused {
+            pending.fail(Stale())
+        } else {
+            pending.succeed(.failure("\(label): \(failure)"))
+        }
+    }
+}
+
+/// One backend's http(s) probe connection, kept from one probe to the next, as Envoy's health checker
+/// keeps its: a probe is then a request and a response instead of a TCP (and TLS) handshake, which at
+/// thousands of backends is most of a probe's cost, here and at the backend. Used on one event loop only.
+final class KeptConnection: @unchecked Sendable {
+    private var channel: Channel?
+    private var handler: StatusHandler?
+
+    init() {}
+
+    /// The connection's handler when it can carry a request now; otherwise any connection is closed.
+    func ready() -> StatusHandler? {
+        if let channel, let handler, channel.isActive, handler.idle { return handler }
+        close()
+        return nil
+    }
+
+    func hold(_ channel: Channel, _ handler: StatusHandler) {
+        close()
+        self.channel = channel
+        self.handler = handler
+    }
+
+    /// Closes (with a reset, as every probe connection) and forgets the connection.
+    func close() {
+        channel?.close(promise: nil)
+        channel = nil
+        handler = nil
     }
 }
 

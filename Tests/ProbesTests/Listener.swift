@@ -1,13 +1,21 @@
 import Foundation
 
 /// A TCP listener on 127.0.0.1 for probe tests: answers every connection with `answer` (after reading the
-/// request) and closes, or (silent) accepts and never says anything.
+/// request) and closes, or (silent) accepts and never says anything. With `requestsPerConnection` it
+/// serves that many requests on each connection (HTTP keep-alive), then closes on the next one without
+/// answering, as a server closing an idle connection just as a request arrives.
 final class Listener: @unchecked Sendable {
     let fd: Int32
     let port: UInt16
+    private let lock = NSLock()
     private var open = true
+    private var clients: [Int32] = []
+    private var acceptedCount = 0
 
-    init(answer: String?, silent: Bool = false, keepOpen: Bool = false) throws {
+    /// Connections accepted so far.
+    var accepted: Int { lock.withLock { acceptedCount } }
+
+    init(answer: String?, silent: Bool = false, keepOpen: Bool = false, requestsPerConnection: Int? = nil) throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         self.fd = fd
         var one: Int32 = 1
@@ -25,7 +33,18 @@ final class Listener: @unchecked Sendable {
             while true {
                 let c = accept(fd, nil, nil)
                 if c < 0 { return }
+                // Connections left open are ended by close(); the others are closed here (and their fd
+                // numbers may be reused by anyone in the process, so never touched again).
+                let leftOpen = silent || keepOpen || requestsPerConnection != nil
+                self.lock.withLock {
+                    self.acceptedCount += 1
+                    if leftOpen { self.clients.append(c) }
+                }
                 if silent { continue }  // held open, never answered
+                if let answer, let requestsPerConnection {
+                    Thread.detachNewThread { Self.serve(c, answer: answer, requests: requestsPerConnection) }
+                    continue
+                }
                 if let answer {
                     var buffer = [UInt8](repeating: 0, count: 4096)
                     _ = read(c, &buffer, buffer.count)
@@ -37,11 +56,27 @@ final class Listener: @unchecked Sendable {
         }
     }
 
+    private static func serve(_ c: Int32, answer: String, requests: Int) {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        for _ in 0..<requests {
+            guard read(c, &buffer, buffer.count) > 0 else { return }
+            _ = answer.withCString { write(c, $0, strlen($0)) }
+        }
+        _ = read(c, &buffer, buffer.count)
+        shutdown(c, Int32(SHUT_RDWR))
+    }
+
+    /// Stops listening and ends every accepted connection, as a killed server's kernel does.
     func close() {
-        guard open else { return }
-        open = false
+        let clients: [Int32]? = lock.withLock {
+            guard open else { return nil }
+            open = false
+            return self.clients
+        }
+        guard let clients else { return }
         shutdown(fd, Int32(SHUT_RDWR))
         Foundation.close(fd)
+        for c in clients { shutdown(c, Int32(SHUT_RDWR)) }
     }
 
     deinit { close() }
