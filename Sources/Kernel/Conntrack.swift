@@ -5,9 +5,10 @@ import PoolSpec
 /// DNATed to a backend are deleted, so their clients see a reset at their next packet and reconnect at
 /// once (to a healthy backend) instead of hanging on a dead one. Same socket, other subsystem.
 extension NetfilterKernel {
-    /// Deletes every conntrack entry whose reply comes from one of `backends` (connections sent to
-    /// them) and returns how many went per backend (`Backend.endpoint` text). One dump per address family
-    /// serves every backend of a burst.
+    /// Deletes every DNATed conntrack entry whose reply comes from one of `backends` (connections sent
+    /// to them through a frontend) and returns how many went per backend (`Backend.endpoint` text). The
+    /// daemon's own probe connections and anything else reaching the backend directly are not DNATed and
+    /// stay. One dump per address family serves every backend of a burst.
     public func deleteConnections(to backends: [(address: IPAddress, port: UInt16)]) throws(KernelError) -> [String: Int] {
         var counts: [String: Int] = [:]
         for family in [IPFamily.ipv4, .ipv6] {
@@ -25,7 +26,10 @@ extension NetfilterKernel {
             var owner: [UInt32: String] = [:]
             for message in reply.messages {
                 let attrs = NetlinkAttributes(message, offset: 16 + 4)  // nlmsghdr + nfgenmsg
-                guard let orig = attrs.raw(UInt16(CTA_TUPLE_ORIG.rawValue)),
+                guard let status = attrs.payload(UInt16(CTA_STATUS.rawValue)), status.count == 4,
+                    (UInt32(status[0]) << 24 | UInt32(status[1]) << 16 | UInt32(status[2]) << 8 | UInt32(status[3]))
+                        & UInt32(IPS_DST_NAT.rawValue) != 0,
+                    let orig = attrs.raw(UInt16(CTA_TUPLE_ORIG.rawValue)),
                     let replyTuple = attrs.nested(UInt16(CTA_TUPLE_REPLY.rawValue)),
                     let ip = replyTuple.nested(UInt16(CTA_TUPLE_IP.rawValue)),
                     let proto = replyTuple.nested(UInt16(CTA_TUPLE_PROTO.rawValue)),
