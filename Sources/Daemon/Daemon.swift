@@ -68,6 +68,7 @@ public final class Daemon {
     /// at start is thrown as SpecErrors.
     public func run() async throws {
         var spec = try SpecDecoder.load(path: options.specPath)
+        Self.raiseDescriptorLimit()
         let kernel = try NetfilterKernel(netns: options.netns)
         let (events, sink) = AsyncStream<Event>.makeStream()
         let signals = Self.watchSignals(sink)
@@ -230,6 +231,15 @@ public final class Daemon {
             }
         }
         return down
+    }
+
+    /// Every probe in flight and every kept http(s) probe connection is a descriptor: with thousands of
+    /// backends the usual soft limit of 1024 (systemd's default) runs out, so take the hard limit.
+    static func raiseDescriptorLimit() {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
     }
 
     /// SIGHUP, SIGTERM and SIGINT as events. A process may inherit them blocked (a parent's mask survives
