@@ -63,8 +63,7 @@ public final class Prober: Sendable {
         -> EventLoopFuture<ProbeResult>
     {
         let check = target.check
-        guard check.type != .tcp else { return connect(target, at: address, on: loop, kept: nil) }
-        guard let kept else { return connect(target, at: address, on: loop, kept: nil) }
+        guard check.type != .tcp, let kept else { return connect(target, at: address, on: loop, kept: nil) }
         let result: EventLoopFuture<ProbeResult>
         if let handler = kept.ready() {
             let done = loop.makePromise(of: ProbeResult.self)
