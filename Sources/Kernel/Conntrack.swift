@@ -26,9 +26,7 @@ extension NetfilterKernel {
             var owner: [UInt32: String] = [:]
             for message in reply.messages {
                 let attrs = NetlinkAttributes(message, offset: 16 + 4)  // nlmsghdr + nfgenmsg
-                guard let status = attrs.payload(UInt16(CTA_STATUS.rawValue)), status.count == 4,
-                    (UInt32(status[0]) << 24 | UInt32(status[1]) << 16 | UInt32(status[2]) << 8 | UInt32(status[3]))
-                        & UInt32(IPS_DST_NAT.rawValue) != 0,
+                guard let status = attrs.bigEndianU32(UInt16(CTA_STATUS.rawValue)), status & UInt32(IPS_DST_NAT.rawValue) != 0,
                     let orig = attrs.raw(UInt16(CTA_TUPLE_ORIG.rawValue)),
                     let replyTuple = attrs.nested(UInt16(CTA_TUPLE_REPLY.rawValue)),
                     let ip = replyTuple.nested(UInt16(CTA_TUPLE_IP.rawValue)),
@@ -99,6 +97,12 @@ struct NetlinkAttributes {
     func payload(_ type: UInt16) -> [UInt8]? {
         guard let (i, len) = find(type) else { return nil }
         return Array(bytes[(i + 4)..<(i + len)])
+    }
+
+    /// A 32-bit attribute in network byte order, as ctnetlink sends its numbers.
+    func bigEndianU32(_ type: UInt16) -> UInt32? {
+        guard let p = payload(type), p.count == 4 else { return nil }
+        return p.reduce(0) { $0 << 8 | UInt32($1) }
     }
 
     func nested(_ type: UInt16) -> NetlinkAttributes? {

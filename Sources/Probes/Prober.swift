@@ -232,7 +232,6 @@ final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
             let code = Int(head.status.code)
             pending?.succeed(expect.contains(code) ? .success("\(label): status \(code)") : .failure("\(label): status \(code)"))
             pending = nil
-            idle = false
             if !(keepAlive && head.isKeepAlive) { context.close(promise: nil) }
         case .body:
             break
