@@ -6,21 +6,27 @@ import PoolSpec
 import Probes
 import Ruleset
 
-/// `nftpool run`: applies the spec, probes every backend, and on every health change sends one netlink
-/// batch that rewrites only the slots that change. SIGHUP re-reads the spec (an invalid one is logged and
-/// the running one kept); SIGTERM/SIGINT stop the daemon and leave the kernel's rules in place (the data
-/// path keeps working) unless `cleanupOnExit`.
+/// `nftpool run`: the shell around `DaemonCore`. It owns the clocks, the probes, the signals and the
+/// nftables event subscription, turns each into an event for the core, and logs and publishes what
+/// the core decides. SIGHUP re-reads the spec; SIGTERM/SIGINT stop the daemon and leave the kernel's
+/// rules in place unless `cleanupOnExit`.
 public final class Daemon {
     public struct Options: Sendable {
         public var specPath: String
+        /// The spec as validated at start (standard input can be read only once).
+        public var spec: Spec
+        /// The `ip netns` name the daemon runs in, for `status` (the process is already inside it).
         public var netns: String?
         public var force = false
         public var cleanupOnExit = false
-        /// Where the daemon publishes health for `nftpool status`; nil: StatusFile.defaultPath(table).
+        /// Where the daemon publishes health for `nftpool status`; nil: StatusFile.defaultPath.
         public var statusPath: String?
+        /// How often the ruleset generation is checked, in case an nftables event was missed.
+        public var generationCheck: Duration = .seconds(1)
 
-        public init(specPath: String, netns: String? = nil) {
+        public init(specPath: String, spec: Spec, netns: String? = nil) {
             self.specPath = specPath
+            self.spec = spec
             self.netns = netns
         }
     }
@@ -28,31 +34,24 @@ public final class Daemon {
     enum Event: Sendable {
         /// Transitions are waiting in the inbox.
         case transitions
-        /// Twice a second: publish the status if it changed.
         case tick
-        case reload
-        case stop(String)
+        case signal(SignalWatch.Signal)
+        case kernel(RulesetMonitor.Event)
+        case monitorFailed(String)
     }
 
-    /// Transitions as they come from the probe tasks. The loop takes them all at once, so a burst (a
-    /// start, a switch failing) becomes one transaction and one status write, not one per backend.
-    final class Inbox: @unchecked Sendable {
-        private let lock = NSLock()
-        private var items: [(String, HealthTracker.Transition)] = []
+    /// Transitions as they come from the probes. The loop takes them all at once, so a burst (a start,
+    /// a switch failing) becomes one transaction and one status write, not one per backend.
+    final class Inbox: Sendable {
+        private let items = LockedBox<[(String, HealthTracker.Transition)]>([])
 
         /// True when the inbox was empty: the loop needs waking.
         func push(_ id: String, _ t: HealthTracker.Transition) -> Bool {
-            lock.lock()
-            defer { lock.unlock() }
-            items.append((id, t))
-            return items.count == 1
+            items.withLock { $0.append((id, t)); return $0.count == 1 }
         }
 
         func drain() -> [(String, HealthTracker.Transition)] {
-            lock.lock()
-            defer { lock.unlock() }
-            defer { items = [] }
-            return items
+            items.withLock { let all = $0; $0 = []; return all }
         }
     }
 
@@ -64,29 +63,40 @@ public final class Daemon {
         self.logger = logger
     }
 
-    /// Runs until SIGTERM/SIGINT. Throws a KernelError when the first apply is refused; a spec error
-    /// at start is thrown as SpecErrors.
+    /// Runs until SIGTERM/SIGINT. Throws a KernelError when the first apply is refused, and
+    /// DaemonLock.Failure when another daemon runs the table.
     public func run() async throws {
-        var spec = try SpecDecoder.load(path: options.specPath)
-        Self.raiseDescriptorLimit()
-        let kernel = try NetfilterKernel(netns: options.netns)
         let (events, sink) = AsyncStream<Event>.makeStream()
-        let signals = Self.watchSignals(sink)
-        defer { signals.forEach { $0.cancel() } }
+        _ = SignalWatch { sink.yield(.signal($0)) }
+        let lock = try DaemonLock(table: options.spec.table)
+        defer { withExtendedLifetime(lock) {} }
+        Self.raiseDescriptorLimit()
+        let kernel = try NetfilterKernel()
 
-        // Where health starts: adopting an earlier run's table keeps the kernel's membership (nothing is
-        // flushed, no connection dropped); a first start begins with checked backends down until they pass
-        // `rise` probes (a backend without a check counts as up).
-        let ownership = try kernel.ownership(of: spec.table)
-        if ownership == .foreign && !options.force {
-            throw KernelError.notOurs(table: spec.table)
+        // Subscribe before the first apply, so that no foreign change after it goes unseen.
+        let stopMonitor = LockedBox(false)
+        let table = options.spec.table
+        let monitorThread = Thread {
+            let monitor: RulesetMonitor
+            do {
+                monitor = try RulesetMonitor(table: table)
+            } catch {
+                sink.yield(.monitorFailed("\(error)"))
+                return
+            }
+            while !stopMonitor.withLock({ $0 }) {
+                for e in monitor.next() { sink.yield(.kernel(e)) }
+            }
         }
-        let held = ownership == .ours ? try kernel.slotEndpoints(of: spec.table) : nil
-        var health = Health(down: Self.initiallyDown(spec, held: held))
-        var table = RulesetBuilder.table(for: spec, health: health)
-        let report = try kernel.apply(table, force: options.force)
-        logger.info(
-            "\(held == nil ? "started" : "adopted table inet \(spec.table)"): \(Self.summary(spec, health)); \(Self.sent(report))")
+        monitorThread.start()
+        defer { stopMonitor.withLock { $0 = true } }
+
+        let core = DaemonCore(spec: options.spec, kernel: kernel, force: options.force)
+        log(try core.start())
+        // The generation every commit up to which is accounted for (by an event or a check).
+        var verified = (try? kernel.generation()) ?? 0
+        var suspect: UInt32?
+        var monitorAlive = true
 
         let prober = Prober()
         let inbox = Inbox()
@@ -95,109 +105,94 @@ public final class Daemon {
         }
         let ticker = Task {
             while !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(500))
+                try? await Task.sleep(for: .milliseconds(100))
                 sink.yield(.tick)
             }
         }
         defer { ticker.cancel() }
+        var refs = watch(core.spec, health: core.health, monitor: monitor)
+        let statusPath = options.statusPath ?? StatusFile.defaultPath(table: table, namespace: DaemonLock.namespaceID())
+        let status = StatusFile(path: statusPath)
+        status.write(core, specPath: options.specPath, netns: options.netns, monitor: monitor)
         var statusDirty = false
-        var refs = watch(spec, health: health, monitor: monitor)
-        let status = StatusFile(path: options.statusPath ?? StatusFile.defaultPath(table: spec.table))
-        await status.write(spec: spec, specPath: options.specPath, table: table, health: health, monitor: monitor)
+        var lastStatus = ContinuousClock.now
+        var lastGenerationCheck = ContinuousClock.now
 
         for await event in events {
+            let now = ContinuousClock.now
             switch event {
             case .tick:
-                guard statusDirty else { continue }
-                statusDirty = false
-            case .transitions:
-                let start = ContinuousClock.now
-                var changes: [(BackendRef, HealthTracker.Transition)] = []
-                for (id, t) in inbox.drain() {
-                    guard let ref = refs[id] else { continue }
-                    if t.to == .down { health.down.insert(ref) } else { health.down.remove(ref) }
-                    changes.append((ref, t))
-                }
-                guard !changes.isEmpty else { continue }
-                var next = table
-                for pool in Set(changes.map(\.0.pool)).sorted() {
-                    next = RulesetBuilder.updating(next, spec: spec, pool: pool, health: health)
-                }
-                var outcome: String
-                do {
-                    let report = try kernel.apply(next, after: table)
-                    table = next
-                    outcome = "\(Self.sent(report)) in \(Self.text(start.duration(to: .now)))"
-                    if changes.count > 1 { outcome += " (with \(changes.count - 1) other change\(changes.count == 2 ? "" : "s"))" }
-                } catch {
-                    outcome = "but the kernel refused the change: \(error)"
-                }
-                for (ref, t) in changes {
-                    logger.notice(
-                        "pool \(ref.pool) backend \(ref.endpoint): \(t.from.rawValue) → \(t.to.rawValue) (\(t.reason)) after \(Self.text(t.after)) \(t.from.rawValue); \(outcome)")
-                }
-                statusDirty = true
-                var closing: [(ref: BackendRef, backend: Backend)] = []
-                for (ref, t) in changes where t.to == .down {
-                    guard let pool = spec.pools.first(where: { $0.name == ref.pool }), pool.onBackendDown == .closeConnections,
-                        let backend = pool.backends.first(where: { $0.endpoint == ref.endpoint })
-                    else { continue }
-                    closing.append((ref, backend))
-                }
-                if !closing.isEmpty {
-                    do {
-                        let closed = try kernel.deleteConnections(to: closing.map { ($0.backend.address, $0.backend.port) })
-                        for (ref, _) in closing {
-                            let n = closed[ref.endpoint, default: 0]
-                            logger.notice("pool \(ref.pool) backend \(ref.endpoint): closed \(n) connection\(n == 1 ? "" : "s") (onBackendDown: close-connections)")
+                log(core.tick(now: now))
+                if now - lastGenerationCheck >= options.generationCheck {
+                    lastGenerationCheck = now
+                    // A commit no event told us about: the subscription lost it, or events are still
+                    // queued (then the next check finds it accounted for).
+                    if let g = try? kernel.generation(), g != verified {
+                        if monitorAlive && suspect != g {
+                            suspect = g
+                        } else {
+                            log(core.kernelChanged(by: "a commit no nftables event reported (generation \(g))", now: now))
+                            verified = g
+                            suspect = nil
                         }
-                    } catch {
-                        logger.error("cannot close the connections of \(closing.map(\.ref.description).joined(separator: ", ")): \(error)")
                     }
                 }
-                // The status file follows on the next tick: one write per half second at most.
-                continue
-            case .reload:
+            case .kernel(.changed(let generation, let pid, let process, let ours)):
+                if !ours { log(core.kernelChanged(by: "\(process) (pid \(pid))", now: now)) }
+                verified = generation
+            case .kernel(.elsewhere(let generation)):
+                verified = generation
+            case .kernel(.lost):
+                log(core.kernelChanged(by: "an unknown writer (nftables events were lost)", now: now))
+                verified = (try? kernel.generation()) ?? verified
+            case .monitorFailed(let why):
+                monitorAlive = false
+                logger.warning("no nftables events (\(why)): foreign changes are found by the generation check every \(DurationText.format(options.generationCheck))")
+            case .transitions:
+                var changes: [(ref: BackendRef, transition: HealthTracker.Transition)] = []
+                for (id, t) in inbox.drain() {
+                    if let ref = refs[id] { changes.append((ref, t)) }
+                }
+                log(core.healthChanged(changes, now: now))
+            case .signal(.hangup):
+                guard options.specPath != "-" else {
+                    logger.error("reload: the spec came from standard input and cannot be read again; keeping the running one")
+                    continue
+                }
                 do {
                     let next = try SpecDecoder.load(path: options.specPath)
-                    guard next.table == spec.table else {
-                        logger.error("reload: the table name changed (\(spec.table) → \(next.table)); restart nftpool to move to another table. Keeping the running spec")
-                        continue
-                    }
-                    let kept = Set(next.pools.flatMap { p in p.backends.map { BackendRef(p, $0) } })
-                    let known = Set(refs.values)
-                    var down = health.down.intersection(kept)
-                    for pool in next.pools where pool.healthCheck != nil {
-                        for b in pool.backends where !known.contains(BackendRef(pool, b)) { down.insert(BackendRef(pool, b)) }
-                    }
-                    let newHealth = Health(down: down)
-                    let newTable = RulesetBuilder.table(for: next, health: newHealth)
-                    let report = try kernel.apply(newTable)
-                    spec = next
-                    health = newHealth
-                    table = newTable
-                    refs = watch(spec, health: health, monitor: monitor)
-                    logger.notice("reloaded \(options.specPath): \(Self.summary(spec, health)); \(Self.sent(report))")
-                } catch let errors as SpecErrors {
-                    for e in errors.errors { logger.error("reload: \(e.description)") }
-                    logger.error("reload: the new spec is invalid; keeping the running one")
+                    log(core.reload(next, now: now))
+                    refs = watch(core.spec, health: core.health, monitor: monitor)
                 } catch {
-                    logger.error("reload: the kernel refused the new spec, keeping the running one: \(error)")
+                    for e in error.errors { logger.error("reload: \(e.description)") }
+                    logger.error("reload: the new spec is invalid; keeping the running one")
                 }
-            case .stop(let signal):
+            case .signal(.stop(let signal)):
                 monitor.stopAll()
                 await prober.shutdown()
                 if options.cleanupOnExit {
-                    _ = try? kernel.delete(tableNamed: spec.table)
-                    logger.notice("\(signal): stopped; deleted table inet \(spec.table) (--cleanup-on-exit)")
+                    _ = try? kernel.delete(tableNamed: table)
+                    logger.notice("\(signal): stopped; deleted table inet \(table) (--cleanup-on-exit)")
+                } else if core.inSync {
+                    logger.notice("\(signal): stopped; table inet \(table) stays in the kernel, traffic keeps flowing")
                 } else {
-                    logger.notice("\(signal): stopped; table inet \(spec.table) stays in the kernel, traffic keeps flowing")
+                    logger.warning("\(signal): stopped; table inet \(table) stays in the kernel but does not hold what this daemon wanted (\(core.failure?.error ?? "not confirmed"))")
                 }
                 status.remove()
                 return
             }
-            await status.write(spec: spec, specPath: options.specPath, table: table, health: health, monitor: monitor)
+            statusDirty = true
+            // Written at most every half second; the times in it are absolute, so it does not go stale.
+            if statusDirty && now - lastStatus >= .milliseconds(500) {
+                status.write(core, specPath: options.specPath, netns: options.netns, monitor: monitor)
+                statusDirty = false
+                lastStatus = now
+            }
         }
+    }
+
+    func log(_ lines: [DaemonCore.Line]) {
+        for line in lines { logger.log(level: line.level, "\(line.text)") }
     }
 
     /// Starts or keeps a probe loop per checked backend (not disabled ones); returns probe id → backend.
@@ -218,21 +213,6 @@ public final class Daemon {
         return refs
     }
 
-    static func initiallyDown(_ spec: Spec, held: [String: Set<String>]?) -> Set<BackendRef> {
-        var down = Set<BackendRef>()
-        for pool in spec.pools where pool.healthCheck != nil {
-            let serving = held?[RulesetBuilder.slotMapName(pool)]
-            for backend in pool.backends {
-                if let serving {
-                    if !serving.contains(backend.endpoint) { down.insert(BackendRef(pool, backend)) }
-                } else {
-                    down.insert(BackendRef(pool, backend))
-                }
-            }
-        }
-        return down
-    }
-
     /// Every probe in flight and every kept http(s) probe connection is a descriptor: with thousands of
     /// backends the usual soft limit of 1024 (systemd's default) runs out, so take the hard limit.
     static func raiseDescriptorLimit() {
@@ -241,35 +221,19 @@ public final class Daemon {
         limit.rlim_cur = limit.rlim_max
         _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
     }
+}
 
-    /// SIGHUP, SIGTERM and SIGINT as events. A process may inherit them blocked (a parent's mask survives
-    /// exec), so they are unblocked first.
-    static func watchSignals(_ sink: AsyncStream<Event>.Continuation) -> [DispatchSourceSignal] {
-        var set = sigset_t()
-        sigemptyset(&set)
-        for s in [SIGHUP, SIGTERM, SIGINT] { sigaddset(&set, s) }
-        pthread_sigmask(SIG_UNBLOCK, &set, nil)
-        return [(SIGHUP, "SIGHUP"), (SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")].map { number, name in
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { sink.yield(number == SIGHUP ? .reload : .stop(name)) }
-            source.resume()
-            return source
-        }
-    }
+/// A value behind a lock, for the few things the loop shares with threads it does not run on.
+final class LockedBox<Value>: @unchecked Sendable {
+    // @unchecked: every access goes through the lock.
+    private let lock = NSLock()
+    private var value: Value
 
-    static func summary(_ spec: Spec, _ health: Health) -> String {
-        let backends = spec.pools.reduce(0) { $0 + $1.backends.count }
-        let up = spec.pools.reduce(0) { n, pool in n + pool.backends.filter { health.isEligible($0, in: pool) }.count }
-        return "\(spec.pools.count) pool\(spec.pools.count == 1 ? "" : "s"), \(up) of \(backends) backends taking new connections"
-    }
+    init(_ value: Value) { self.value = value }
 
-    static func sent(_ report: NetfilterKernel.ApplyReport) -> String {
-        report.messages == 0 ? "kernel already up to date, nothing sent" : "one transaction of \(report.messages) messages"
-    }
-
-    static func text(_ d: Duration) -> String {
-        let ms = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
-        return ms < 1000 ? String(format: "%.1fms", ms) : String(format: "%.1fs", ms / 1000)
+    func withLock<R>(_ body: (inout Value) -> R) -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&value)
     }
 }

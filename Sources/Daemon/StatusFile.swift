@@ -4,8 +4,9 @@ import Probes
 import Ruleset
 
 /// What the running daemon publishes for `nftpool status`: per pool, each backend's admin state, health
-/// (with the last probe's reason and since when), weight and slots held. A JSON file only root can read
-/// (0600 in a 0700 directory), replaced atomically after every change.
+/// (with the last probe's reason and since when), weight and slots held in the kernel, and whether the
+/// kernel holds what the daemon wants. A JSON file only root can read (0600 in a 0700 directory),
+/// replaced atomically. Times are absolute, so a reader computes "for how long" at its own now.
 public struct StatusFile: Sendable {
     public let path: String
 
@@ -13,14 +14,31 @@ public struct StatusFile: Sendable {
         self.path = path
     }
 
-    public static func defaultPath(table: String) -> String { "/run/nftpool/\(table).json" }
+    public static func defaultPath(table: String, namespace: UInt64) -> String {
+        "\(DaemonLock.directory)/\(table).\(namespace).json"
+    }
 
     public struct Document: Codable, Sendable {
         public var table: String
         public var pid: Int32
         public var spec: String
+        /// The network namespace the daemon runs in (`ip netns` name), nil for the one it was started in.
+        public var netns: String?
+        /// Wall-clock seconds of this write.
         public var updated: Double
+        public var kernel: KernelState
         public var pools: [PoolStatus]
+    }
+
+    public struct KernelState: Codable, Sendable {
+        /// The kernel holds the table the daemon wants.
+        public var inSync: Bool
+        /// Since when it does not (wall clock), and the kernel's last refusal.
+        public var outOfSyncSince: Double?
+        public var error: String?
+        public var refusedAttempts: Int
+        /// Foreign changes found and restored since the daemon started.
+        public var repairs: Int
     }
 
     public struct PoolStatus: Codable, Sendable {
@@ -33,45 +51,47 @@ public struct StatusFile: Sendable {
         public var endpoint: String
         public var state: String
         public var weight: Int
-        /// up / down / unchecked (no health check in the spec)
+        /// up / down / unchecked (no health check in the spec): what the probes say.
         public var health: String
         public var reason: String
-        /// Seconds in the current health state (as of `updated`).
+        /// Wall-clock seconds when the backend entered its current health.
+        public var sinceTime: Double?
+        /// Seconds in the current health state, as of the reader's now (filled in by `nftpool status`).
         public var since: Double?
+        /// Slots the kernel's table gives it (from our last confirmed commit).
         public var slots: Int
         /// The kernel's counters towards this backend (filled in by `nftpool status`, not the daemon).
         public var packets: UInt64?
         public var bytes: UInt64?
     }
 
-    func write(spec: Spec, specPath: String, table: Table, health: Health, monitor: HealthMonitor) async {
+    func write(_ core: DaemonCore, specPath: String, netns: String?, monitor: HealthMonitor) {
         let probes = monitor.status()
         let now = ContinuousClock.now
+        let wall = Date().timeIntervalSince1970
+        let kernelTable = core.applied ?? core.desired
         var pools: [PoolStatus] = []
-        for pool in spec.pools {
-            let map = table.set(named: RulesetBuilder.slotMapName(pool))
-            var held: [String: Int] = [:]
-            for element in map?.elements ?? [] {
-                if case .values(let v)? = element.data, case .address(let a) = v[0], case .port(let p) = v[1] {
-                    held[Backend.endpoint(a, p), default: 0] += 1
-                }
-            }
-            let anyEligible = pool.backends.contains { health.isEligible($0, in: pool) }
+        for pool in core.spec.pools {
+            let held = core.applied.map { SlotMembership.held(pool, in: $0) } ?? [:]
             pools.append(PoolStatus(
-                name: pool.name, slots: map?.elements.count ?? 0,
+                name: pool.name, slots: kernelTable.set(named: RulesetBuilder.slotMapName(pool))?.elements.count ?? 0,
                 backends: pool.backends.map { b in
-                    let id = BackendRef(pool, b).description
-                    let probe = probes[id]
+                    let ref = BackendRef(pool, b)
+                    let probe = probes[ref.description]
                     return BackendStatus(
                         endpoint: b.endpoint, state: b.state.rawValue, weight: b.weight,
-                        health: pool.healthCheck == nil ? "unchecked" : (health.down.contains(BackendRef(pool, b)) ? "down" : "up"),
+                        health: pool.healthCheck == nil ? "unchecked" : (core.health.down.contains(ref) ? "down" : "up"),
                         reason: probe?.reason ?? (pool.healthCheck == nil ? "no health check" : "not probed"),
-                        since: probe.map { Self.seconds($0.since.duration(to: now)) },
-                        slots: anyEligible || pool.whenAllDown == .failOpen ? held[b.endpoint, default: 0] : 0,
-                        packets: nil, bytes: nil)
+                        sinceTime: probe.map { wall - Self.seconds($0.since.duration(to: now)) },
+                        since: nil, slots: held[b.endpoint, default: 0], packets: nil, bytes: nil)
                 }))
         }
-        let doc = Document(table: spec.table, pid: getpid(), spec: specPath, updated: Date().timeIntervalSince1970, pools: pools)
+        let failure = core.failure
+        let kernel = KernelState(
+            inSync: core.inSync,
+            outOfSyncSince: failure.map { wall - Self.seconds($0.since.duration(to: now)) },
+            error: failure?.error, refusedAttempts: failure?.attempts ?? 0, repairs: core.repairs)
+        let doc = Document(table: core.spec.table, pid: getpid(), spec: specPath, netns: netns, updated: wall, kernel: kernel, pools: pools)
         guard let data = try? JSONEncoder().encode(doc) else { return }
         let dir = (path as NSString).deletingLastPathComponent
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -86,6 +106,12 @@ public struct StatusFile: Sendable {
 
     public static func read(path: String) throws -> Document {
         try JSONDecoder().decode(Document.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+    }
+
+    /// Every status file a daemon left in the directory.
+    public static func all(in directory: String = DaemonLock.directory) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.filter { $0.hasSuffix(".json") }.sorted().map { "\(directory)/\($0)" }
     }
 
     static func seconds(_ d: Duration) -> Double {

@@ -28,7 +28,9 @@ struct RunCommand: AsyncParsableCommand {
     var statusFile: String?
 
     func run() async throws {
-        _ = try input.load()  // exit 2 with every error before anything starts
+        // Standard input can be read once: with --netns, re-execute first and read it inside.
+        if input.file == "-", let netns = options.netns { try reexecInside(netns) }
+        let spec = try input.load()  // exit 2 with every error before anything starts
         if let netns = options.netns {
             try reexecInside(netns)
         }
@@ -37,7 +39,7 @@ struct RunCommand: AsyncParsableCommand {
             handler.logLevel = .info
             return handler
         }
-        var daemonOptions = Daemon.Options(specPath: input.file, netns: nil)
+        var daemonOptions = Daemon.Options(specPath: input.file, spec: spec, netns: ProcessInfo.processInfo.environment[namespaceVariable])
         daemonOptions.force = options.force
         daemonOptions.cleanupOnExit = cleanupOnExit
         daemonOptions.statusPath = statusFile
@@ -47,9 +49,15 @@ struct RunCommand: AsyncParsableCommand {
         } catch let error as KernelError {
             Stderr.print(error.description)
             throw ExitCode(ExitStatus.kernelRefused)
+        } catch let error as DaemonLock.Failure {
+            Stderr.print(error.description)
+            throw ExitCode(ExitStatus.kernelRefused)
         }
     }
 }
+
+/// Tells the re-executed daemon which `ip netns` it runs in (for `status`).
+let namespaceVariable = "NFTPOOL_NETNS"
 
 /// The daemon must live in the namespace whole: its probes connect from there, not only its netlink
 /// socket. setns moves one thread; exec from that thread makes it the whole process. Never returns.
@@ -61,59 +69,107 @@ func reexecInside(_ netns: String) throws {
     } else if let i = args.firstIndex(where: { $0.hasPrefix("--netns=") }) {
         args.remove(at: i)
     }
+    setenv(namespaceVariable, netns, 1)
     let cArgs = args.map { strdup($0) } + [nil]
     execv("/proc/self/exe", cArgs)
     Stderr.print("cannot re-execute nftpool inside namespace \(netns): \(String(cString: strerror(errno)))")
     throw ExitCode(ExitStatus.kernelRefused)
 }
 
+enum StatusOutput: String, ExpressibleByArgument, CaseIterable {
+    case text, json
+}
+
 struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "Show each pool's backends: admin state, health, weight and slots held, from the running daemon.",
-        discussion: "Exit 0, 1 when no daemon publishes this table's status, 2 invalid spec."
+        abstract: "Show each pool's backends: admin state, health, weight and slots held, from the running daemon(s).",
+        discussion: """
+            Without FILE, every running daemon's table is shown. Exit 0, 1 when no daemon runs the table (or \
+            the one that wrote its status is gone), 2 invalid spec.
+            """
     )
 
-    @OptionGroup var input: SpecInput
+    @Argument(help: ArgumentHelp("The pool spec, YAML or JSON; - reads standard input. Omit it to show every running daemon.", valueName: "FILE"))
+    var file: String?
 
-    @Option(help: ArgumentHelp("The daemon's status file (default /run/nftpool/<table>.json).", valueName: "PATH"))
+    @Option(help: ArgumentHelp("The daemon's status file (default /run/nftpool/<table>.<netns>.json).", valueName: "PATH"))
     var statusFile: String?
 
     @Option(help: "text or json.")
-    var output: String = "text"
+    var output: StatusOutput = .text
 
-    @Option(help: ArgumentHelp("Read the kernel's counters inside this named network namespace.", valueName: "NAME"))
+    @Option(help: ArgumentHelp("The daemon's network namespace (default: the one it recorded).", valueName: "NAME"))
     var netns: String?
 
     func run() throws {
-        let spec = try input.load()
-        let path = statusFile ?? StatusFile.defaultPath(table: spec.table)
-        var doc: StatusFile.Document
-        do {
-            doc = try StatusFile.read(path: path)
-        } catch {
-            Stderr.print("no status for table \(spec.table) at \(path): is `nftpool run` running?")
+        var paths: [String]
+        if let file {
+            let spec = try SpecInput.load(file)
+            paths = [statusFile ?? StatusFile.defaultPath(table: spec.table, namespace: DaemonLock.namespaceID(named: netns))]
+        } else {
+            paths = statusFile.map { [$0] } ?? StatusFile.all()
+        }
+        var docs: [StatusFile.Document] = []
+        var problems: [String] = []
+        for path in paths {
+            guard let doc = try? StatusFile.read(path: path) else {
+                problems.append("no status at \(path): is `nftpool run` running?")
+                continue
+            }
+            guard kill(doc.pid, 0) == 0 || errno == EPERM else {
+                problems.append("the daemon that wrote \(path) (pid \(doc.pid)) is gone: its status is stale")
+                continue
+            }
+            docs.append(withCurrentFigures(doc))
+        }
+        if docs.isEmpty {
+            for p in problems { Stderr.print(p) }
+            if problems.isEmpty { Stderr.print("no nftpool daemon is running (no status in \(DaemonLock.directory))") }
             throw ExitCode(ExitStatus.kernelRefused)
         }
+        if output == .json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            // One daemon: its document (what scripts read); several: an array.
+            let data = docs.count == 1 ? try encoder.encode(docs[0]) : try encoder.encode(docs)
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            for doc in docs { printText(doc) }
+        }
+        for p in problems { Stderr.print(p) }
+    }
+
+    /// Time in state as of now, and the kernel's counters read in the daemon's namespace.
+    func withCurrentFigures(_ document: StatusFile.Document) -> StatusFile.Document {
+        var doc = document
+        let now = Date().timeIntervalSince1970
+        var counters: [String: NetfilterKernel.Counter] = [:]
         do {
-            let counters = try NetfilterKernel(netns: netns).backendCounters(of: spec.table) ?? [:]
-            for p in doc.pools.indices {
-                for b in doc.pools[p].backends.indices {
-                    let c = counters[doc.pools[p].backends[b].endpoint]
-                    doc.pools[p].backends[b].packets = c?.packets
-                    doc.pools[p].backends[b].bytes = c?.bytes
-                }
-            }
+            counters = try NetfilterKernel(netns: netns ?? doc.netns).backendCounters(of: doc.table) ?? [:]
         } catch {
             Stderr.print("kernel counters unavailable: \(error)")
         }
-        if output == "json" {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(doc), as: UTF8.self))
-            return
+        for p in doc.pools.indices {
+            for b in doc.pools[p].backends.indices {
+                let c = counters[doc.pools[p].backends[b].endpoint]
+                doc.pools[p].backends[b].packets = c?.packets
+                doc.pools[p].backends[b].bytes = c?.bytes
+                doc.pools[p].backends[b].since = doc.pools[p].backends[b].sinceTime.map { max(0, now - $0) }
+            }
         }
-        print("table inet \(doc.table) (nftpool run, pid \(doc.pid))")
+        return doc
+    }
+
+    func printText(_ doc: StatusFile.Document) {
+        let now = Date().timeIntervalSince1970
+        print("table inet \(doc.table) (nftpool run, pid \(doc.pid)\(doc.netns.map { ", netns \($0)" } ?? ""))")
+        if doc.kernel.inSync {
+            print("kernel: in sync\(doc.kernel.repairs > 0 ? "; \(doc.kernel.repairs) foreign change\(doc.kernel.repairs == 1 ? "" : "s") restored" : "")")
+        } else {
+            let since = doc.kernel.outOfSyncSince.map { String(format: " for %.0fs", now - $0) } ?? ""
+            print("kernel: OUT OF SYNC\(since) (\(doc.kernel.refusedAttempts) refused attempts): \(doc.kernel.error ?? "not confirmed"); slots below are what the kernel holds")
+        }
         for pool in doc.pools {
             print("pool \(pool.name): \(pool.slots) slots")
             var rows = [["BACKEND", "STATE", "HEALTH", "WEIGHT", "SLOTS", "FOR", "PACKETS", "BYTES", "LAST PROBE"]]

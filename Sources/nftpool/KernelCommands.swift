@@ -1,4 +1,5 @@
 import ArgumentParser
+import Daemon
 import Kernel
 import PoolSpec
 import Ruleset
@@ -19,6 +20,17 @@ struct KernelOptions: ParsableArguments {
     func prepare(_ input: SpecInput) throws -> (spec: Spec, table: Table, kernel: NetfilterKernel) {
         let spec = try input.load()
         return (spec, RulesetBuilder.table(for: spec), try kernel())
+    }
+}
+
+extension KernelOptions {
+    /// A running daemon owns its table: a one-shot change would be undone at once (it restores its
+    /// table) or, worse, would be what the daemon plans against. Exit 1 naming it, unless --force.
+    func refuseWhileADaemonRuns(_ table: String) throws {
+        guard !force, let pid = DaemonLock.holder(table: table, namespace: DaemonLock.namespaceID(named: netns)) else { return }
+        Stderr.print(
+            "table inet \(table) is run by an nftpool daemon (pid \(pid)): change its spec and send it SIGHUP, stop it first, or pass --force")
+        throw ExitCode(ExitStatus.kernelRefused)
     }
 }
 
@@ -49,6 +61,7 @@ struct ApplyCommand: ParsableCommand {
 
     func run() throws {
         let (spec, table, kernel) = try options.prepare(input)
+        try options.refuseWhileADaemonRuns(spec.table)
         let report = try reportingKernelErrors { () throws(KernelError) in try kernel.apply(table, force: options.force) }
         guard report.messages > 0 else {
             print("table inet \(table.name) is up to date: nothing sent")
@@ -96,6 +109,7 @@ struct DeleteCommand: ParsableCommand {
 
     func run() throws {
         let spec = try input.load()
+        try options.refuseWhileADaemonRuns(spec.table)
         let kernel = try options.kernel()
         let existed = try reportingKernelErrors { () throws(KernelError) in
             try kernel.delete(tableNamed: spec.table, force: options.force)

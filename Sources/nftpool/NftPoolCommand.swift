@@ -1,6 +1,7 @@
 import ArgumentParser
 
-@main
+
+@available(macOS 10.15, *)
 struct NftPoolCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "nftpool",

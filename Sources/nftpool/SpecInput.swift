@@ -8,7 +8,9 @@ struct SpecInput: ParsableArguments {
     var file: String
 
     /// The validated spec, or every error printed to stderr and exit 2.
-    func load() throws -> Spec {
+    func load() throws -> Spec { try Self.load(file) }
+
+    static func load(_ file: String) throws -> Spec {
         do {
             return try SpecDecoder.load(path: file)
         } catch {

@@ -1,0 +1,217 @@
+import Foundation
+import Kernel
+import Logging
+import PoolSpec
+import Probes
+import Ruleset
+
+/// The daemon's decisions, driven by events and nothing else: start (adopt or create), health changes,
+/// reloads, foreign changes to the table, and retry ticks. It keeps what the kernel should hold
+/// (`desired`, from the spec and the probes' health) apart from what our last confirmed commit left
+/// (`applied`): a refused update is retried with backoff until they match, and close-connections runs
+/// only once the kernel has stopped routing to the backend. The run loop (`Daemon`) is a thin shell
+/// around it; tests drive it against `FakeKernel`.
+public final class DaemonCore {
+    public struct Line: Equatable, Sendable, CustomStringConvertible {
+        public var level: Logger.Level
+        public var text: String
+        public var description: String { "\(level): \(text)" }
+    }
+
+    /// The kernel refused what we asked; we try again until it takes it.
+    public struct Failure: Equatable, Sendable {
+        public var since: ContinuousClock.Instant
+        public var attempts: Int
+        public var next: ContinuousClock.Instant
+        public var error: String
+    }
+
+    public private(set) var spec: Spec
+    /// What the probes say (desired health).
+    public private(set) var health = Health()
+    /// The table the kernel should hold.
+    public private(set) var desired: Table
+    /// The table our last confirmed commit left; nil until the first one.
+    public private(set) var applied: Table?
+    public private(set) var failure: Failure?
+    /// Backends of close-connections pools that went down, closed once the kernel stops routing to them.
+    public private(set) var pendingClose = Set<BackendRef>()
+    /// Foreign changes found and restored.
+    public private(set) var repairs = 0
+
+    let kernel: any KernelClient
+    let force: Bool
+    static let firstRetry: Duration = .milliseconds(100)
+    static let maxRetry: Duration = .seconds(5)
+
+    public init(spec: Spec, kernel: any KernelClient, force: Bool = false) {
+        self.spec = spec
+        self.kernel = kernel
+        self.force = force
+        desired = RulesetBuilder.table(for: spec, health: Health())
+    }
+
+    /// The kernel holds what we want, as far as our own commits know.
+    public var inSync: Bool { failure == nil && applied == desired }
+
+    /// Adopts an earlier run's table (health from its frontends and slots: nothing flushed, no dead
+    /// backend woken) or creates the table. Throws when the kernel refuses: nothing is running yet.
+    public func start() throws(KernelError) -> [Line] {
+        let ownership = try kernel.ownership(of: spec.table)
+        if ownership == .foreign && !force { throw KernelError.notOurs(table: spec.table) }
+        let elements = ownership == .ours ? try kernel.elements(of: spec.table, sets: SlotMembership.sets(for: spec)) : nil
+        health = Health(down: SlotMembership.adoptedDown(spec, elements: elements))
+        desired = RulesetBuilder.table(for: spec, health: health)
+        let report = try kernel.apply(desired, force: force)
+        applied = desired
+        let what = ownership == .ours ? "adopted table inet \(spec.table)" : "started"
+        return [Line(level: .info, text: "\(what): \(Self.summary(spec, health)); \(Self.sent(report))")]
+    }
+
+    /// Probe transitions, taken as one burst: one transaction, one line per transition.
+    public func healthChanged(_ changes: [(ref: BackendRef, transition: HealthTracker.Transition)], now: ContinuousClock.Instant) -> [Line] {
+        var pools = Set<String>()
+        for (ref, t) in changes {
+            guard let pool = spec.pools.first(where: { $0.name == ref.pool }),
+                pool.backends.contains(where: { $0.endpoint == ref.endpoint })
+            else { continue }
+            if t.to == .down {
+                health.down.insert(ref)
+                if pool.onBackendDown == .closeConnections { pendingClose.insert(ref) }
+            } else {
+                health.down.remove(ref)
+                pendingClose.remove(ref)
+            }
+            pools.insert(ref.pool)
+        }
+        guard !pools.isEmpty else { return [] }
+        for pool in pools.sorted() { desired = RulesetBuilder.updating(desired, spec: spec, pool: pool, health: health) }
+        var (outcome, extra) = sync(now: now)
+        if changes.count > 1 { outcome += " (with \(changes.count - 1) other change\(changes.count == 2 ? "" : "s"))" }
+        let lines = changes.map { ref, t in
+            Line(level: .notice, text: "pool \(ref.pool) backend \(ref.endpoint): \(t.from.rawValue) → \(t.to.rawValue) (\(t.reason)) after \(Self.text(t.after)) \(t.from.rawValue); \(outcome)")
+        }
+        return lines + extra
+    }
+
+    /// A new spec (SIGHUP). Health carries over for backends it keeps; new checked backends start down.
+    /// A spec the kernel refuses is not taken: the running one stays.
+    public func reload(_ next: Spec, now: ContinuousClock.Instant) -> [Line] {
+        guard next.table == spec.table else {
+            return [Line(level: .error, text: "reload: the table name changed (\(spec.table) → \(next.table)); restart nftpool to move to another table. Keeping the running spec")]
+        }
+        let known = Set(spec.pools.flatMap { p in p.healthCheck == nil ? [] : p.backends.map { BackendRef(p, $0) } })
+        var down = Set<BackendRef>()
+        for pool in next.pools where pool.healthCheck != nil {
+            for b in pool.backends {
+                let ref = BackendRef(pool, b)
+                if health.down.contains(ref) || !known.contains(ref) { down.insert(ref) }
+            }
+        }
+        let newHealth = Health(down: down)
+        let table = RulesetBuilder.table(for: next, health: newHealth)
+        do {
+            let report = try kernel.apply(table, force: force)
+            spec = next
+            health = newHealth
+            desired = table
+            applied = table
+            failure = nil
+            pendingClose = pendingClose.filter { health.down.contains($0) }
+            return [Line(level: .notice, text: "reloaded: \(Self.summary(spec, health)); \(Self.sent(report))")]
+                + closeConnections()
+        } catch {
+            return [Line(level: .error, text: "reload: the kernel refused the new spec, keeping the running one: \(error)")]
+        }
+    }
+
+    /// Someone else changed the table (an nftables event, or the periodic generation check saw a
+    /// commit it cannot account for): compare with what we want and restore it.
+    public func kernelChanged(by who: String, now: ContinuousClock.Instant) -> [Line] {
+        let differences: [String]
+        do {
+            differences = try kernel.diff(desired, force: force)
+        } catch {
+            return [Line(level: .error, text: "table inet \(spec.table) was changed by \(who) and cannot be restored: \(error)")]
+                + fail(error, now: now)
+        }
+        guard !differences.isEmpty else { return [] }
+        repairs += 1
+        applied = nil  // the kernel no longer holds our last commit: plan against a read-back
+        let shown = differences.prefix(5).joined(separator: "; ") + (differences.count > 5 ? "; and \(differences.count - 5) more" : "")
+        let (outcome, extra) = sync(now: now)
+        return [Line(level: .warning, text: "table inet \(spec.table) was changed by \(who): \(differences.count) difference\(differences.count == 1 ? "" : "s") (\(shown)); restoring: \(outcome)")] + extra
+    }
+
+    /// Time passes: a refused update is retried when its backoff is over.
+    public func tick(now: ContinuousClock.Instant) -> [Line] {
+        guard let f = failure, now >= f.next else { return [] }
+        let (outcome, extra) = sync(now: now)
+        let level: Logger.Level = failure == nil ? .notice : .warning
+        return [Line(level: level, text: "retry \(f.attempts) of the refused update: \(outcome)")] + extra
+    }
+
+    /// Sends what differs between `applied` and `desired`. Returns the outcome for the log line and
+    /// the lines of the connections it closed.
+    func sync(now: ContinuousClock.Instant) -> (String, [Line]) {
+        let start = ContinuousClock.now
+        do {
+            let report = try applied.map { previous throws(KernelError) in try kernel.apply(desired, after: previous) }
+                ?? kernel.apply(desired, force: force)
+            applied = desired
+            let recovered = failure.map { " after \($0.attempts) refused attempt\($0.attempts == 1 ? "" : "s")" } ?? ""
+            failure = nil
+            return ("\(Self.sent(report)) in \(Self.text(start.duration(to: .now)))\(recovered)", closeConnections())
+        } catch {
+            _ = fail(error, now: now)
+            return ("but the kernel refused the change (\(error)); retrying in \(Self.text(failure!.next - now))", [])
+        }
+    }
+
+    @discardableResult
+    func fail(_ error: Error, now: ContinuousClock.Instant) -> [Line] {
+        let attempts = (failure?.attempts ?? 0) + 1
+        var delay = Self.firstRetry
+        for _ in 1..<attempts where delay < Self.maxRetry { delay *= 2 }
+        failure = Failure(since: failure?.since ?? now, attempts: attempts, next: now + min(delay, Self.maxRetry), error: "\(error)")
+        return []
+    }
+
+    /// Closes the connections of backends that went down, now that the kernel no longer routes to them.
+    func closeConnections() -> [Line] {
+        let refs = pendingClose.filter { health.down.contains($0) }.sorted { $0.description < $1.description }
+        pendingClose = []
+        var targets: [(ref: BackendRef, address: IPAddress, port: UInt16)] = []
+        for ref in refs {
+            guard let pool = spec.pools.first(where: { $0.name == ref.pool }),
+                let b = pool.backends.first(where: { $0.endpoint == ref.endpoint })
+            else { continue }
+            targets.append((ref, b.address, b.port))
+        }
+        guard !targets.isEmpty else { return [] }
+        do {
+            let closed = try kernel.deleteConnections(to: targets.map { ($0.address, $0.port) })
+            return targets.map { t in
+                let n = closed[t.ref.endpoint, default: 0]
+                return Line(level: .notice, text: "pool \(t.ref.pool) backend \(t.ref.endpoint): closed \(n) connection\(n == 1 ? "" : "s") (onBackendDown: close-connections)")
+            }
+        } catch {
+            return [Line(level: .error, text: "cannot close the connections of \(targets.map(\.ref.description).joined(separator: ", ")): \(error)")]
+        }
+    }
+
+    public static func summary(_ spec: Spec, _ health: Health) -> String {
+        let backends = spec.pools.reduce(0) { $0 + $1.backends.count }
+        let up = spec.pools.reduce(0) { n, pool in n + pool.backends.filter { health.isEligible($0, in: pool) }.count }
+        return "\(spec.pools.count) pool\(spec.pools.count == 1 ? "" : "s"), \(up) of \(backends) backends taking new connections"
+    }
+
+    static func sent(_ report: NetfilterKernel.ApplyReport) -> String {
+        report.messages == 0 ? "kernel already up to date, nothing sent" : "one transaction of \(report.messages) messages"
+    }
+
+    public static func text(_ d: Duration) -> String {
+        let ms = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
+        return ms < 1000 ? String(format: "%.1fms", ms) : String(format: "%.1fs", ms / 1000)
+    }
+}

@@ -1,0 +1,25 @@
+import PoolSpec
+import Ruleset
+
+/// What the daemon needs from the kernel, so that its decisions can be tested against `FakeKernel`
+/// without root. `NetfilterKernel` is the real one.
+public protocol KernelClient: AnyObject {
+    func ownership(of name: String) throws(KernelError) -> NetfilterKernel.Ownership
+    /// Read back, diff, send only the difference, in one transaction.
+    @discardableResult func apply(_ table: Table, force: Bool) throws(KernelError) -> NetfilterKernel.ApplyReport
+    /// The incremental path: `previous` is what our own last commit left; falls back to `apply` when
+    /// anyone committed since.
+    @discardableResult func apply(_ table: Table, after previous: Table) throws(KernelError) -> NetfilterKernel.ApplyReport
+    /// What apply would change; empty when the kernel holds exactly `table`.
+    func diff(_ table: Table, force: Bool) throws(KernelError) -> [String]
+    @discardableResult func delete(tableNamed name: String, force: Bool) throws(KernelError) -> Bool
+    /// The ruleset generation: one more per committed transaction, by anyone.
+    func generation() throws(KernelError) -> UInt32
+    /// The elements of the named sets as they are in the kernel, decoded by the declarations given
+    /// (a set whose declaration differs in the kernel is left out); nil when the table does not exist.
+    func elements(of table: String, sets: [NamedSet]) throws(KernelError) -> [String: [Element]]?
+    /// Deletes the conntrack entries of connections DNATed to these backends; counts per endpoint.
+    func deleteConnections(to backends: [(address: IPAddress, port: UInt16)]) throws(KernelError) -> [String: Int]
+}
+
+extension NetfilterKernel: KernelClient {}

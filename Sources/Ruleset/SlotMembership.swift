@@ -1,0 +1,56 @@
+import PoolSpec
+
+/// Reading a table's slot maps and frontend verdicts back into health: Ruleset owns the names and the
+/// layout, so the daemon and `status` read membership through here, never by set-name strings.
+public enum SlotMembership {
+    /// The sets adoption reads, declared as `RulesetBuilder` writes them for `spec`.
+    public static func sets(for spec: Spec) -> [NamedSet] {
+        let table = RulesetBuilder.table(for: spec)
+        let wanted = Set(["frontends-v4", "frontends-v6"] + spec.pools.map(RulesetBuilder.slotMapName))
+        return table.sets.filter { wanted.contains($0.name) }.map { var s = $0; s.elements = []; return s }
+    }
+
+    /// Slots held per backend endpoint in a slot map.
+    public static func held(in set: NamedSet?) -> [String: Int] {
+        var held: [String: Int] = [:]
+        for element in set?.elements ?? [] {
+            if case .values(let v)? = element.data, v.count == 2, case .address(let a) = v[0], case .port(let p) = v[1] {
+                held[Backend.endpoint(a, p), default: 0] += 1
+            }
+        }
+        return held
+    }
+
+    /// Slots held per backend of `pool` in `table` (0 for a pool whose frontends do not dispatch to it).
+    public static func held(_ pool: Pool, in table: Table) -> [String: Int] {
+        guard dispatches(pool, frontends: table.sets.filter { $0.name.hasPrefix("frontends-") }.flatMap(\.elements)) else { return [:] }
+        return held(in: table.set(named: RulesetBuilder.slotMapName(pool)))
+    }
+
+    /// The health a daemon starts from when it adopts a table an earlier run left (`elements` as read
+    /// back by the sets of `sets(for:)`; nil: no table). A checked backend counts as up only if the pool's
+    /// frontends all dispatch into the pool and its slots send to it. An all-down pool (frontends on
+    /// reject or drop) has every backend in its slots, so the slots alone would wake dead backends;
+    /// a pool new to the table starts down. Backends without checks are always up.
+    public static func adoptedDown(_ spec: Spec, elements: [String: [Element]]?) -> Set<BackendRef> {
+        var down = Set<BackendRef>()
+        let frontends = (elements?["frontends-v4"] ?? []) + (elements?["frontends-v6"] ?? [])
+        for pool in spec.pools where pool.healthCheck != nil {
+            let slots = elements?[RulesetBuilder.slotMapName(pool)]
+            let serving: [String: Int] = slots != nil && dispatches(pool, frontends: frontends)
+                ? held(in: NamedSet(name: "", key: .slotIndex(modulus: 0), elements: slots!)) : [:]
+            for backend in pool.backends where serving[backend.endpoint] == nil {
+                down.insert(BackendRef(pool, backend))
+            }
+        }
+        return down
+    }
+
+    /// Every frontend of the pool is present and goes to the pool's chain.
+    static func dispatches(_ pool: Pool, frontends: [Element]) -> Bool {
+        let verdicts = Dictionary(frontends.map { ($0.key, $0.data) }, uniquingKeysWith: { a, _ in a })
+        return pool.frontends.allSatisfy { fe in
+            verdicts[[.address(fe.address), .proto(fe.protocol), .port(fe.port)]] == .verdict(.goto(RulesetBuilder.chainName(pool)))
+        }
+    }
+}
