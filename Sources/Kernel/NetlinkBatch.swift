@@ -23,12 +23,21 @@ struct NetlinkBatch {
         _ type: Int32, flags: Int32 = 0, describing object: String,
         payload: (UnsafeMutablePointer<nlmsghdr>) -> Void
     ) {
+        add(type, flags: flags) { nlh -> String in
+            payload(nlh)
+            return object
+        }
+    }
+
+    /// Adds one message whose description is known only once it is built (how many elements fit).
+    mutating func add(_ type: Int32, flags: Int32 = 0, payload: (UnsafeMutablePointer<nlmsghdr>) -> String) {
         let s = seq
+        var object = ""
         scratch.withUnsafeMutableBytes { raw in
             let buf = raw.baseAddress!.assumingMemoryBound(to: CChar.self)
             let nlh = nftnl_nlmsg_build_hdr(
                 buf, UInt16(type), UInt16(NFPROTO_INET), UInt16(flags | NLM_F_ACK), s)!
-            payload(nlh)
+            object = payload(nlh)
             let length = Int(nftpool_nlmsg_align(Int(nlh.pointee.nlmsg_len)))
             precondition(length <= raw.count, "one netlink message outgrew its 1 MiB buffer")
             buffer.append(contentsOf: UnsafeRawBufferPointer(start: raw.baseAddress, count: length))

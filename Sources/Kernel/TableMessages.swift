@@ -2,11 +2,9 @@ import CNetfilter
 import PoolSpec
 import Ruleset
 
-/// Typed objects ─► libnftnl objects ─► messages in a batch. Elements go in chunks: one NEWSETELEM over
-/// 64 KiB is silently truncated by the kernel (NETLINK-NOTES).
+/// Typed objects ─► libnftnl objects ─► messages in a batch. Elements go in messages capped by their
+/// encoded size: an element list over 64 KiB is silently truncated by the kernel (NETLINK-NOTES).
 enum TableMessages {
-    static let elementsPerMessage = 1000
-
     static func deleteTable(_ name: String, in batch: inout NetlinkBatch) {
         batch.add(Int32(NFT_MSG_DELTABLE.rawValue), describing: "delete table inet \(name)") { nlh in
             let t = nftnl_table_alloc()!
@@ -47,26 +45,15 @@ enum TableMessages {
         }
     }
 
-    /// Deletes elements by key, in chunks like additions.
+    /// Deletes elements by key, in messages capped like additions.
     static func deleteElements(_ elements: [KernelSnapshot.ElementBytes], set: String, table: String, in batch: inout NetlinkBatch) {
-        var start = 0
-        while start < elements.count {
-            let chunk = elements[start..<min(start + elementsPerMessage, elements.count)]
-            batch.add(Int32(NFT_MSG_DELSETELEM.rawValue), describing: "delete \(chunk.count) elements of \(set)") { nlh in
-                let s = nftnl_set_alloc()!
-                defer { nftnl_set_free(s) }
-                nftnl_set_set_str(s, UInt16(NFTNL_SET_TABLE.rawValue), table)
-                nftnl_set_set_str(s, UInt16(NFTNL_SET_NAME.rawValue), set)
-                for element in chunk {
-                    let e = nftnl_set_elem_alloc()!
-                    element.key.withUnsafeBytes { raw in
-                        _ = nftnl_set_elem_set(e, UInt16(NFTNL_SET_ELEM_KEY), raw.baseAddress, UInt32(raw.count))
-                    }
-                    nftnl_set_elem_add(s, e)
-                }
-                nftnl_set_elems_nlmsg_build_payload(nlh, s)
+        elementMessages(NFT_MSG_DELSETELEM, flags: 0, count: elements.count, set: set, setID: nil, table: table, in: &batch,
+            describing: { "delete \($0) elements of \(set)" }) { i in
+            let e = nftnl_set_elem_alloc()!
+            elements[i].key.withUnsafeBytes { raw in
+                _ = nftnl_set_elem_set(e, UInt16(NFTNL_SET_ELEM_KEY), raw.baseAddress, UInt32(raw.count))
             }
-            start += elementsPerMessage
+            return e
         }
     }
 
@@ -128,20 +115,51 @@ enum TableMessages {
     }
 
     static func addElements(_ elements: [Element], to set: NamedSet, setID: UInt32?, table: String, in batch: inout NetlinkBatch) {
-        var start = 0
-        while start < elements.count {
-            let chunk = elements[start..<min(start + elementsPerMessage, elements.count)]
-            let what = "\(chunk.count) element\(chunk.count == 1 ? "" : "s") of \(set.name)"
-            batch.add(Int32(NFT_MSG_NEWSETELEM.rawValue), flags: NLM_F_CREATE, describing: what) { nlh in
+        elementMessages(NFT_MSG_NEWSETELEM, flags: NLM_F_CREATE, count: elements.count, set: set.name, setID: setID, table: table,
+            in: &batch, describing: { "\($0) element\($0 == 1 ? "" : "s") of \(set.name)" }) { makeElement(elements[$0]) }
+    }
+
+    /// Upper bound of one message's element list nest. Its length field is 16 bits: past 64 KiB it wraps
+    /// and the kernel reads a truncated or garbled list (NETLINK-NOTES). What an element takes depends on
+    /// the set (key and data widths, verdicts naming chains), so it is measured as it is written.
+    static let elementListLimit = 60 * 1024
+
+    /// Elements `0..<count` (made by `element`) in as many messages as their encoded size needs: each
+    /// element is written into the open message and, if that took the list past the limit, taken back
+    /// and left to start the next message.
+    static func elementMessages(
+        _ type: nf_tables_msg_types, flags: Int32, count: Int, set: String, setID: UInt32?, table: String,
+        in batch: inout NetlinkBatch, describing: (Int) -> String, element: (Int) -> OpaquePointer
+    ) {
+        var next = 0
+        while next < count {
+            batch.add(Int32(type.rawValue), flags: flags) { nlh -> String in
                 let s = nftnl_set_alloc()!
                 defer { nftnl_set_free(s) }
                 nftnl_set_set_str(s, UInt16(NFTNL_SET_TABLE.rawValue), table)
-                nftnl_set_set_str(s, UInt16(NFTNL_SET_NAME.rawValue), set.name)
+                nftnl_set_set_str(s, UInt16(NFTNL_SET_NAME.rawValue), set)
                 if let setID { nftnl_set_set_u32(s, UInt16(NFTNL_SET_ID.rawValue), setID) }
-                for element in chunk { nftnl_set_elem_add(s, makeElement(element)) }
-                nftnl_set_elems_nlmsg_build_payload(nlh, s)
+                nftnl_set_elems_nlmsg_build_payload(nlh, s)  // no elements: table, set, id only
+                let list = mnl_attr_nest_start(nlh, UInt16(NFTA_SET_ELEM_LIST_ELEMENTS.rawValue))!
+                let listStart = UnsafeRawPointer(list)
+                let first = next
+                while next < count {
+                    let mark = nlh.pointee.nlmsg_len
+                    let e = element(next)
+                    let item = mnl_attr_nest_start(nlh, UInt16(NFTA_LIST_ELEM.rawValue))
+                    nftnl_set_elem_nlmsg_build_payload(nlh, e)
+                    mnl_attr_nest_end(nlh, item)
+                    nftnl_set_elem_free(e)
+                    let listLength = UnsafeRawPointer(mnl_nlmsg_get_payload_tail(nlh)!) - listStart
+                    if listLength > elementListLimit && next > first {
+                        nlh.pointee.nlmsg_len = mark
+                        break
+                    }
+                    next += 1
+                }
+                mnl_attr_nest_end(nlh, list)
+                return describing(next - first)
             }
-            start += elementsPerMessage
         }
     }
 
