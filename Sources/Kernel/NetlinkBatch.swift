@@ -3,20 +3,31 @@ import Foundation
 
 /// One nftables transaction: BATCH_BEGIN, the messages, BATCH_END, laid out in one buffer so that it goes
 /// to the kernel in a single sendmsg. Every message asks for an ACK and is remembered by its sequence
-/// number, so a refusal can name the object it was about.
+/// number, so a refusal can name the object it was about (and the attribute the kernel pointed at).
 struct NetlinkBatch {
     private(set) var buffer: [UInt8] = []
     private(set) var objects: [UInt32: String] = [:]
+    /// Where each message lies in `buffer`, by sequence.
+    private(set) var ranges: [UInt32: Range<Int>] = [:]
     private(set) var messageCount = 0
+    /// The ruleset generation the batch was planned against, sent in BATCH_BEGIN (NFNL_BATCH_GENID): the
+    /// kernel refuses the whole batch with ERESTART if anything was committed since. nil: no guard.
+    let generation: UInt32?
     private var seq: UInt32
     private var scratch = [UInt8](repeating: 0, count: 1 << 20)
 
-    init(firstSequence: UInt32) {
+    init(firstSequence: UInt32, generation: UInt32? = nil) {
         seq = firstSequence
-        appendControl { buf, s in nftnl_batch_begin(buf, s) }
+        self.generation = generation
+        appendControl { buf, s in
+            let nlh = nftnl_batch_begin(buf, s)!
+            if let generation { mnl_attr_put_u32(nlh, UInt16(NFNL_BATCH_GENID.rawValue), generation.bigEndian) }
+            return nlh
+        }
     }
 
-    var firstSequence: UInt32 { seq - UInt32(messageCount) - 1 }
+    /// BATCH_BEGIN's sequence: the kernel answers it (only) when it refuses the batch as a whole.
+    var beginSequence: UInt32 { seq - UInt32(messageCount) - 1 }
 
     /// Adds one message; `payload` fills in its attributes.
     mutating func add(
@@ -40,11 +51,27 @@ struct NetlinkBatch {
             object = payload(nlh)
             let length = Int(nftpool_nlmsg_align(Int(nlh.pointee.nlmsg_len)))
             precondition(length <= raw.count, "one netlink message outgrew its 1 MiB buffer")
+            ranges[s] = buffer.count..<(buffer.count + length)
             buffer.append(contentsOf: UnsafeRawBufferPointer(start: raw.baseAddress, count: length))
         }
         objects[s] = object
         messageCount += 1
         seq += 1
+    }
+
+    /// The attribute of message `seq` that starts at byte `offset` of it (an extended ACK's pointer),
+    /// as its payload when that is printable text (a name), else as its attribute number.
+    func attribute(at offset: UInt32, ofMessage seq: UInt32) -> String? {
+        guard let range = ranges[seq], Int(offset) + 4 <= range.count else { return nil }
+        let i = range.lowerBound + Int(offset)
+        let len = Int(buffer[i]) | Int(buffer[i + 1]) << 8
+        let type = (Int(buffer[i + 2]) | Int(buffer[i + 3]) << 8) & 0x3fff
+        guard len >= 4, i + len <= range.upperBound else { return nil }
+        let payload = buffer[(i + 4)..<(i + len)].prefix { $0 != 0 }
+        if !payload.isEmpty, payload.count == len - 5, payload.allSatisfy({ (0x20..<0x7f).contains($0) }) {
+            return "\"" + String(decoding: payload, as: UTF8.self) + "\""
+        }
+        return "attribute \(type) at byte \(offset)"
     }
 
     mutating func finish() -> UInt32 {
