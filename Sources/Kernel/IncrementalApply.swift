@@ -20,7 +20,7 @@ extension NetfilterKernel {
         var batch = NetlinkBatch(firstSequence: nextSequence(), generation: ours)
         plan.write(into: &batch, table: table)
         do throws(KernelError) {
-            try commit(&batch, table: table)
+            try commit(&batch)
         } catch .stale {
             return try apply(table)
         }

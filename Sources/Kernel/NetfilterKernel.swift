@@ -145,7 +145,7 @@ public final class NetfilterKernel {
             }
             beforeCommit?()
             do throws(KernelError) {
-                try commit(&batch, table: table)
+                try commit(&batch)
             } catch .stale {
                 retries += 1
                 if retries == Self.attempts { throw .busy("applied table inet \(table.name)", attempts: retries) }
@@ -209,7 +209,7 @@ public final class NetfilterKernel {
             var batch = NetlinkBatch(firstSequence: nextSequence(), generation: generation)
             TableMessages.deleteTable(name, in: &batch)
             do throws(KernelError) {
-                try commit(&batch, table: nil)
+                try commit(&batch)
             } catch .stale {
                 continue
             }
@@ -233,7 +233,7 @@ public final class NetfilterKernel {
 
     /// Sends the batch and waits for every message's answer. A batch with a generation that is no longer
     /// current is refused whole (ERESTART on BATCH_BEGIN, nothing else answered): `.stale`.
-    func commit(_ batch: inout NetlinkBatch, table: Table?) throws(KernelError) {
+    func commit(_ batch: inout NetlinkBatch) throws(KernelError) {
         lastGeneration = nil
         let begin = batch.beginSequence
         let first = begin + 1
@@ -248,10 +248,10 @@ public final class NetfilterKernel {
         }
         let refusals = expected.sorted().compactMap { seq -> KernelError.Refusal? in
             guard let e = reply.status[seq], e != 0 else { return nil }
-            let object = batch.objects[seq] ?? "message \(seq)"
+            let object = batch.objects[seq]
             let ack = reply.extAcks[seq]
             return KernelError.Refusal(
-                object: object, errno: e, modules: Self.modules(for: object, in: table), kernelText: ack?.message,
+                object: object?.description ?? "message \(seq)", errno: e, modules: object?.modules ?? [], kernelText: ack?.message,
                 pointedAt: ack?.offset.flatMap { batch.attribute(at: $0, ofMessage: seq) })
         }
         if !refusals.isEmpty { throw KernelError.refused(refusals) }
@@ -262,18 +262,5 @@ public final class NetfilterKernel {
         } else {
             lastGeneration = try? generation()
         }
-    }
-
-    /// The kernel modules a refused rule needs, so a missing one can be named.
-    static func modules(for object: String, in table: Table?) -> [String] {
-        guard let table, object.hasPrefix("rule in chain ") else { return [] }
-        for chain in table.chains {
-            for rule in chain.rules where object == "rule in chain \(chain.name): \(NftRenderer.render(rule))" {
-                var seen: [String] = []
-                for m in rule.expressions.map(\.module) where m != "nf_tables" && !seen.contains(m) { seen.append(m) }
-                return seen
-            }
-        }
-        return []
     }
 }

@@ -6,7 +6,7 @@ import Foundation
 /// number, so a refusal can name the object it was about (and the attribute the kernel pointed at).
 struct NetlinkBatch {
     private(set) var buffer: [UInt8] = []
-    private(set) var objects: [UInt32: String] = [:]
+    private(set) var objects: [UInt32: BatchObject] = [:]
     /// Where each message lies in `buffer`, by sequence.
     private(set) var ranges: [UInt32: Range<Int>] = [:]
     private(set) var messageCount = 0
@@ -31,19 +31,19 @@ struct NetlinkBatch {
 
     /// Adds one message; `payload` fills in its attributes.
     mutating func add(
-        _ type: Int32, flags: Int32 = 0, describing object: String,
+        _ type: Int32, flags: Int32 = 0, describing object: BatchObject,
         payload: (UnsafeMutablePointer<nlmsghdr>) -> Void
     ) {
-        add(type, flags: flags) { nlh -> String in
+        add(type, flags: flags) { nlh -> BatchObject in
             payload(nlh)
             return object
         }
     }
 
     /// Adds one message whose description is known only once it is built (how many elements fit).
-    mutating func add(_ type: Int32, flags: Int32 = 0, payload: (UnsafeMutablePointer<nlmsghdr>) -> String) {
+    mutating func add(_ type: Int32, flags: Int32 = 0, payload: (UnsafeMutablePointer<nlmsghdr>) -> BatchObject) {
         let s = seq
-        var object = ""
+        var object: BatchObject?
         scratch.withUnsafeMutableBytes { raw in
             let buf = raw.baseAddress!.assumingMemoryBound(to: CChar.self)
             let nlh = nftnl_nlmsg_build_hdr(
@@ -54,7 +54,7 @@ struct NetlinkBatch {
             ranges[s] = buffer.count..<(buffer.count + length)
             buffer.append(contentsOf: UnsafeRawBufferPointer(start: raw.baseAddress, count: length))
         }
-        objects[s] = object
+        objects[s] = object!
         messageCount += 1
         seq += 1
     }

@@ -6,7 +6,7 @@ import Ruleset
 /// encoded size: an element list over 64 KiB is silently truncated by the kernel (NETLINK-NOTES).
 enum TableMessages {
     static func deleteTable(_ name: String, in batch: inout NetlinkBatch) {
-        batch.add(Int32(NFT_MSG_DELTABLE.rawValue), describing: "delete table inet \(name)") { nlh in
+        batch.add(Int32(NFT_MSG_DELTABLE.rawValue), describing: .deleteTable(name)) { nlh in
             let t = nftnl_table_alloc()!
             defer { nftnl_table_free(t) }
             nftnl_table_set_str(t, UInt16(NFTNL_TABLE_NAME.rawValue), name)
@@ -15,7 +15,7 @@ enum TableMessages {
     }
 
     static func deleteRule(handle: UInt64, chain: String, table: String, in batch: inout NetlinkBatch) {
-        batch.add(Int32(NFT_MSG_DELRULE.rawValue), describing: "delete rule \(handle) in chain \(chain)") { nlh in
+        batch.add(Int32(NFT_MSG_DELRULE.rawValue), describing: .deleteRule(chain: chain, handle: handle)) { nlh in
             let r = nftnl_rule_alloc()!
             defer { nftnl_rule_free(r) }
             nftnl_rule_set_str(r, UInt16(NFTNL_RULE_TABLE.rawValue), table)
@@ -26,7 +26,7 @@ enum TableMessages {
     }
 
     static func deleteSet(_ name: String, table: String, in batch: inout NetlinkBatch) {
-        batch.add(Int32(NFT_MSG_DELSET.rawValue), describing: "delete set \(name)") { nlh in
+        batch.add(Int32(NFT_MSG_DELSET.rawValue), describing: .deleteSet(name)) { nlh in
             let s = nftnl_set_alloc()!
             defer { nftnl_set_free(s) }
             nftnl_set_set_str(s, UInt16(NFTNL_SET_TABLE.rawValue), table)
@@ -36,7 +36,7 @@ enum TableMessages {
     }
 
     static func deleteChain(_ name: String, table: String, in batch: inout NetlinkBatch) {
-        batch.add(Int32(NFT_MSG_DELCHAIN.rawValue), describing: "delete chain \(name)") { nlh in
+        batch.add(Int32(NFT_MSG_DELCHAIN.rawValue), describing: .deleteChain(name)) { nlh in
             let c = nftnl_chain_alloc()!
             defer { nftnl_chain_free(c) }
             nftnl_chain_set_str(c, UInt16(NFTNL_CHAIN_TABLE.rawValue), table)
@@ -48,7 +48,7 @@ enum TableMessages {
     /// Deletes elements by key, in messages capped like additions.
     static func deleteElements(_ elements: [KernelSnapshot.ElementBytes], set: String, table: String, in batch: inout NetlinkBatch) {
         elementMessages(NFT_MSG_DELSETELEM, flags: 0, count: elements.count, set: set, setID: nil, table: table, in: &batch,
-            describing: { "delete \($0) elements of \(set)" }) { i in
+            describing: { .deleteElements(set: set, count: $0) }) { i in
             let e = nftnl_set_elem_alloc()!
             elements[i].key.withUnsafeBytes { raw in
                 _ = nftnl_set_elem_set(e, UInt16(NFTNL_SET_ELEM_KEY), raw.baseAddress, UInt32(raw.count))
@@ -64,7 +64,7 @@ enum TableMessages {
 
     /// Every object of the table, created from nothing.
     static func create(_ table: Table, in batch: inout NetlinkBatch) {
-        batch.add(Int32(NFT_MSG_NEWTABLE.rawValue), flags: NLM_F_CREATE, describing: "table inet \(table.name)") { nlh in
+        batch.add(Int32(NFT_MSG_NEWTABLE.rawValue), flags: NLM_F_CREATE, describing: .table(table.name)) { nlh in
             let t = nftnl_table_alloc()!
             defer { nftnl_table_free(t) }
             nftnl_table_set_str(t, UInt16(NFTNL_TABLE_NAME.rawValue), table.name)
@@ -92,7 +92,7 @@ enum TableMessages {
 
     static func addSet(_ set: NamedSet, id: UInt32, table: String, in batch: inout NetlinkBatch) {
         let enc = SetEncoding(set)
-        batch.add(Int32(NFT_MSG_NEWSET.rawValue), flags: NLM_F_CREATE, describing: "\(set.isMap ? "map" : "set") \(set.name)") { nlh in
+        batch.add(Int32(NFT_MSG_NEWSET.rawValue), flags: NLM_F_CREATE, describing: .set(set.name, isMap: set.isMap)) { nlh in
             let s = nftnl_set_alloc()!
             defer { nftnl_set_free(s) }
             nftnl_set_set_str(s, UInt16(NFTNL_SET_TABLE.rawValue), table)
@@ -116,7 +116,7 @@ enum TableMessages {
 
     static func addElements(_ elements: [Element], to set: NamedSet, setID: UInt32?, table: String, in batch: inout NetlinkBatch) {
         elementMessages(NFT_MSG_NEWSETELEM, flags: NLM_F_CREATE, count: elements.count, set: set.name, setID: setID, table: table,
-            in: &batch, describing: { "\($0) element\($0 == 1 ? "" : "s") of \(set.name)" }) { makeElement(elements[$0]) }
+            in: &batch, describing: { .elements(set: set.name, count: $0) }) { makeElement(elements[$0]) }
     }
 
     /// Upper bound of one message's element list nest. Its length field is 16 bits: past 64 KiB it wraps
@@ -129,11 +129,11 @@ enum TableMessages {
     /// and left to start the next message.
     static func elementMessages(
         _ type: nf_tables_msg_types, flags: Int32, count: Int, set: String, setID: UInt32?, table: String,
-        in batch: inout NetlinkBatch, describing: (Int) -> String, element: (Int) -> OpaquePointer
+        in batch: inout NetlinkBatch, describing: (Int) -> BatchObject, element: (Int) -> OpaquePointer
     ) {
         var next = 0
         while next < count {
-            batch.add(Int32(type.rawValue), flags: flags) { nlh -> String in
+            batch.add(Int32(type.rawValue), flags: flags) { nlh -> BatchObject in
                 let s = nftnl_set_alloc()!
                 defer { nftnl_set_free(s) }
                 nftnl_set_set_str(s, UInt16(NFTNL_SET_TABLE.rawValue), table)
@@ -184,7 +184,7 @@ enum TableMessages {
     }
 
     static func addChain(_ chain: Chain, table: String, in batch: inout NetlinkBatch) {
-        batch.add(Int32(NFT_MSG_NEWCHAIN.rawValue), flags: NLM_F_CREATE, describing: "chain \(chain.name)") { nlh in
+        batch.add(Int32(NFT_MSG_NEWCHAIN.rawValue), flags: NLM_F_CREATE, describing: .chain(chain.name)) { nlh in
             let c = nftnl_chain_alloc()!
             defer { nftnl_chain_free(c) }
             nftnl_chain_set_str(c, UInt16(NFTNL_CHAIN_TABLE.rawValue), table)
@@ -209,7 +209,7 @@ enum TableMessages {
     static func addRule(_ rule: Rule, chain: String, table: String, setIDs: [String: UInt32], in batch: inout NetlinkBatch) {
         batch.add(
             Int32(NFT_MSG_NEWRULE.rawValue), flags: NLM_F_CREATE | NLM_F_APPEND,
-            describing: "rule in chain \(chain): \(NftRenderer.render(rule))"
+            describing: .rule(chain: chain, rule)
         ) { nlh in
             let r = nftnl_rule_alloc()!
             defer { nftnl_rule_free(r) }

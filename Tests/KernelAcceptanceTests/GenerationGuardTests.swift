@@ -26,7 +26,7 @@ import TestSupport
         let begin = Array(batch.buffer[16..<28])
         #expect(begin == [0, 0, 0, 10] + [8, 0, UInt8(NFNL_BATCH_GENID.rawValue), 0] + withUnsafeBytes(of: planned.bigEndian, Array.init))
         #expect {
-            try kernel.commit(&batch, table: nil)
+            try kernel.commit(&batch)
         } throws: { error in
             (error as? KernelError) == .stale(generation: planned) && "\(error)".contains("ERESTART")
         }
@@ -122,13 +122,31 @@ import TestSupport
         var batch = NetlinkBatch(firstSequence: kernel.nextSequence(), generation: try kernel.generation())
         TableMessages.addRule(.reject, chain: "no-such-chain", table: "nftpool", setIDs: [:], in: &batch)
         #expect {
-            try kernel.commit(&batch, table: nil)
+            try kernel.commit(&batch)
         } throws: { error in
             guard case KernelError.refused(let refusals) = error, refusals.count == 1 else { return false }
             // nf_tables points at NFTA_RULE_CHAIN (NL_SET_BAD_ATTR); the offset maps back to our bytes.
+            // The module hint comes from the batch's typed object (the rule's expressions), not from text.
             return refusals[0].errno == ENOENT && refusals[0].pointedAt == "\"no-such-chain\""
+                && refusals[0].object == "rule in chain no-such-chain: reject" && refusals[0].modules == ["nft_reject_inet"]
                 && "\(error)".contains("No such file or directory at \"no-such-chain\"")
         }
+    }
+
+    @Test func eachMessageRemembersItsTypedObject() throws {
+        let table = RulesetBuilder.table(for: try loadSpec("source-hash"))
+        var batch = NetlinkBatch(firstSequence: 100)
+        TableMessages.create(table, in: &batch)
+        let objects = (101..<(101 + UInt32(batch.messageCount))).map { batch.objects[$0]! }
+        #expect(objects.first == .table("nftpool"))
+        let pool = table.chains.first { $0.name == "pool-sessions" }!
+        let dnat = try #require(objects.first { if case .rule("pool-sessions", _) = $0 { return true } else { return false } })
+        #expect(dnat == .rule(chain: "pool-sessions", pool.rules.last!))
+        #expect(Set(dnat.modules) == Set(pool.rules.last!.expressions.map(\.module)).subtracting(["nf_tables"]))
+        #expect(dnat.modules.contains("nft_hash") && dnat.modules.contains("nft_nat"))
+        let slots = table.set(named: "pool-sessions-slots")!
+        #expect(objects.contains(.elements(set: slots.name, count: slots.elements.count)))
+        #expect(objects.allSatisfy { if case .rule = $0 { return true } else { return $0.modules.isEmpty } })
     }
 
     /// NLMSG_ERROR as the kernel lays it out with CAP_ACK and EXT_ACK.
