@@ -137,18 +137,18 @@ public final class Daemon {
                         "pool \(ref.pool) backend \(ref.endpoint): \(t.from.rawValue) → \(t.to.rawValue) (\(t.reason)) after \(Self.text(t.after)) \(t.from.rawValue); \(outcome)")
                 }
                 statusDirty = true
-                var closing: [(ref: BackendRef, backend: Backend)] = []
+                var closing: [(ref: BackendRef, target: NetfilterKernel.ConnectionTarget)] = []
                 for (ref, t) in changes where t.to == .down {
                     guard let pool = spec.pools.first(where: { $0.name == ref.pool }), pool.onBackendDown == .closeConnections,
                         let backend = pool.backends.first(where: { $0.endpoint == ref.endpoint })
                     else { continue }
-                    closing.append((ref, backend))
+                    closing.append((ref, .init(address: backend.address, port: backend.port, frontends: pool.frontends)))
                 }
                 if !closing.isEmpty {
                     do {
-                        let closed = try kernel.deleteConnections(to: closing.map { ($0.backend.address, $0.backend.port) })
-                        for (ref, _) in closing {
-                            let n = closed[ref.endpoint, default: 0]
+                        let closed = try kernel.deleteConnections(to: closing.map(\.target))
+                        for (i, (ref, _)) in closing.enumerated() {
+                            let n = closed[i]
                             logger.notice("pool \(ref.pool) backend \(ref.endpoint): closed \(n) connection\(n == 1 ? "" : "s") (onBackendDown: close-connections)")
                         }
                     } catch {
