@@ -248,11 +248,7 @@ public final class NetfilterKernel {
         }
         let refusals = expected.sorted().compactMap { seq -> KernelError.Refusal? in
             guard let e = reply.status[seq], e != 0 else { return nil }
-            let object = batch.objects[seq]
-            let ack = reply.extAcks[seq]
-            return KernelError.Refusal(
-                object: object?.description ?? "message \(seq)", errno: e, modules: object?.modules ?? [], kernelText: ack?.message,
-                pointedAt: ack?.offset.flatMap { batch.attribute(at: $0, ofMessage: seq) })
+            return batch.refusal(seq, errno: e, ack: reply.extAcks[seq])
         }
         if !refusals.isEmpty { throw KernelError.refused(refusals) }
         // Our batch was accepted at generation G, so our commit made it G + 1 (0 is skipped). A wrong

@@ -74,6 +74,49 @@ struct NetlinkBatch {
         return "attribute \(type) at byte \(offset)"
     }
 
+    /// Which member of the top-level nest `list` of message `seq` starts at byte `offset` of it.
+    func nestMember(at offset: UInt32, ofMessage seq: UInt32, list: UInt16) -> Int? {
+        guard let range = ranges[seq] else { return nil }
+        var i = range.lowerBound + 20  // after nlmsghdr and nfgenmsg
+        while let (len, type) = attributeHeader(at: i, end: range.upperBound) {
+            if type == list {
+                var member = i + 4, index = 0
+                while attributeHeader(at: member, end: i + len) != nil {
+                    if member - range.lowerBound == Int(offset) { return index }
+                    member += (attributeHeader(at: member, end: i + len)!.length + 3) & ~3
+                    index += 1
+                }
+                return nil
+            }
+            i += (len + 3) & ~3
+        }
+        return nil
+    }
+
+    /// The length and type of the attribute at `i`, if a whole one lies before `end`.
+    private func attributeHeader(at i: Int, end: Int) -> (length: Int, type: UInt16)? {
+        guard i + 4 <= end else { return nil }
+        let len = Int(buffer[i]) | Int(buffer[i + 1]) << 8
+        let type = (UInt16(buffer[i + 2]) | UInt16(buffer[i + 3]) << 8) & 0x3fff
+        return len >= 4 && i + len <= end ? (len, type) : nil
+    }
+
+    /// The refusal of message `seq`, named from its typed object. When the kernel pointed at one of a
+    /// rule's expressions, the refusal names that expression and only its module.
+    func refusal(_ seq: UInt32, errno: Int32, ack: NetlinkSocket.ExtAck?) -> KernelError.Refusal {
+        let object = objects[seq]
+        var refusal = KernelError.Refusal(
+            object: object?.description ?? "message \(seq)", errno: errno, modules: object?.modules ?? [],
+            kernelText: ack?.message, pointedAt: ack?.offset.flatMap { attribute(at: $0, ofMessage: seq) })
+        if case .rule(_, let rule)? = object, let offset = ack?.offset,
+            let i = nestMember(at: offset, ofMessage: seq, list: UInt16(NFTA_RULE_EXPRESSIONS.rawValue)), i < rule.expressions.count
+        {
+            refusal.pointedAt = "expression \(i + 1), \(rule.expressions[i].name)"
+            refusal.modules = rule.expressions[i].module == "nf_tables" ? [] : [rule.expressions[i].module]
+        }
+        return refusal
+    }
+
     mutating func finish() -> UInt32 {
         appendControl { buf, s in nftnl_batch_end(buf, s) }
         return seq
