@@ -181,18 +181,19 @@ public final class DaemonCore {
     func closeConnections() -> [Line] {
         let refs = pendingClose.filter { health.down.contains($0) }.sorted { $0.description < $1.description }
         pendingClose = []
-        var targets: [(ref: BackendRef, address: IPAddress, port: UInt16)] = []
+        var targets: [(ref: BackendRef, target: NetfilterKernel.ConnectionTarget)] = []
         for ref in refs {
             guard let pool = spec.pools.first(where: { $0.name == ref.pool }),
                 let b = pool.backends.first(where: { $0.endpoint == ref.endpoint })
             else { continue }
-            targets.append((ref, b.address, b.port))
+            // Only flows that came through this pool's frontends: another pool sharing the backend, or
+            // kube-proxy's own DNAT to it, keeps its connections.
+            targets.append((ref, .init(address: b.address, port: b.port, frontends: pool.frontends)))
         }
         guard !targets.isEmpty else { return [] }
         do {
-            let closed = try kernel.deleteConnections(to: targets.map { ($0.address, $0.port) })
-            return targets.map { t in
-                let n = closed[t.ref.endpoint, default: 0]
+            let closed = try kernel.deleteConnections(to: targets.map(\.target))
+            return zip(targets, closed).map { t, n in
                 return Line(level: .notice, text: "pool \(t.ref.pool) backend \(t.ref.endpoint): closed \(n) connection\(n == 1 ? "" : "s") (onBackendDown: close-connections)")
             }
         } catch {

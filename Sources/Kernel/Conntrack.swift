@@ -3,50 +3,90 @@ import PoolSpec
 
 /// ctnetlink, for `onBackendDown: close-connections`: the conntrack entries of connections that were
 /// DNATed to a backend are deleted, so their clients see a reset at their next packet and reconnect at
-/// once (to a healthy backend) instead of hanging on a dead one. Same socket, other subsystem.
+/// once (to a healthy backend) instead of hanging on a dead one. Same socket, other subsystem. Only the
+/// pool's own flows go: a flow is matched on its original destination (a frontend of the pool) as well
+/// as its reply source (the backend).
 extension NetfilterKernel {
-    /// Deletes every DNATed conntrack entry whose reply comes from one of `backends` (connections sent
-    /// to them through a frontend) and returns how many went per backend (`Backend.endpoint` text). The
-    /// daemon's own probe connections and anything else reaching the backend directly are not DNATed and
-    /// stay. One dump per address family serves every backend of a burst.
-    public func deleteConnections(to backends: [(address: IPAddress, port: UInt16)]) throws(KernelError) -> [String: Int] {
-        var counts: [String: Int] = [:]
+    /// A backend of one pool, with the pool's frontends: only connections that came in through those
+    /// frontends and were sent to this backend are that pool's.
+    public struct ConnectionTarget: Sendable {
+        public var address: IPAddress
+        public var port: UInt16
+        public var frontends: [Frontend]
+
+        public init(address: IPAddress, port: UInt16, frontends: [Frontend]) {
+            self.address = address
+            self.port = port
+            self.frontends = frontends
+        }
+    }
+
+    /// Deletes the DNATed conntrack entries of each target: original destination one of its frontends
+    /// (address, protocol, port) and reply source its backend. Another pool sharing the backend, and
+    /// anyone else's DNAT to it (kube-proxy, docker), keep their connections; so do the daemon's own
+    /// probes, which are not DNATed. Returns how many went per target, in order. One dump per address
+    /// family serves every target of a burst.
+    public func deleteConnections(to targets: [ConnectionTarget]) throws(KernelError) -> [Int] {
+        var counts = [Int](repeating: 0, count: targets.count)
         for family in [IPFamily.ipv4, .ipv6] {
-            let wanted = Dictionary(
-                backends.filter { $0.address.family == family }.map { ($0.address.bytes + [UInt8($0.port >> 8), UInt8($0.port & 0xff)], Backend.endpoint($0.address, $0.port)) },
-                uniquingKeysWith: { a, _ in a })
+            // (frontend address, protocol number, frontend port, backend address, backend port) ─► target
+            var wanted: [[UInt8]: Int] = [:]
+            for (i, t) in targets.enumerated() where t.address.family == family {
+                for f in t.frontends where f.address.family == family {
+                    let key = f.address.bytes + [Self.protocolNumber(f.protocol)] + Self.bigEndian(f.port)
+                        + t.address.bytes + Self.bigEndian(t.port)
+                    if wanted[key] == nil { wanted[key] = i }
+                }
+            }
             guard !wanted.isEmpty else { continue }
             let af = UInt8(family == .ipv4 ? AF_INET : AF_INET6)
+            let (src, dst) = family == .ipv4
+                ? (UInt16(CTA_IP_V4_SRC.rawValue), UInt16(CTA_IP_V4_DST.rawValue))
+                : (UInt16(CTA_IP_V6_SRC.rawValue), UInt16(CTA_IP_V6_DST.rawValue))
             let seq = nextSequence()
             let dump = Self.ctMessage(UInt16(IPCTNL_MSG_CT_GET.rawValue), flags: UInt16(NLM_F_DUMP | NLM_F_ACK), family: af, seq: seq, payload: [])
             let reply = try exchange(dump, sequences: [seq])
             if let e = reply.status[seq], e != 0 { throw KernelError.system("cannot list connections (conntrack)", e) }
 
             var deletes: [UInt8] = []
-            var owner: [UInt32: String] = [:]
+            var owner: [UInt32: Int] = [:]
             for message in reply.messages {
                 let attrs = NetlinkAttributes(message, offset: 16 + 4)  // nlmsghdr + nfgenmsg
                 guard let status = attrs.bigEndianU32(UInt16(CTA_STATUS.rawValue)), status & UInt32(IPS_DST_NAT.rawValue) != 0,
                     let orig = attrs.raw(UInt16(CTA_TUPLE_ORIG.rawValue)),
+                    let origTuple = attrs.nested(UInt16(CTA_TUPLE_ORIG.rawValue)),
+                    let origIP = origTuple.nested(UInt16(CTA_TUPLE_IP.rawValue)),
+                    let origProto = origTuple.nested(UInt16(CTA_TUPLE_PROTO.rawValue)),
+                    let frontend = origIP.payload(dst),
+                    let protocolNumber = origProto.payload(UInt16(CTA_PROTO_NUM.rawValue)),
+                    let frontendPort = origProto.payload(UInt16(CTA_PROTO_DST_PORT.rawValue)),
                     let replyTuple = attrs.nested(UInt16(CTA_TUPLE_REPLY.rawValue)),
-                    let ip = replyTuple.nested(UInt16(CTA_TUPLE_IP.rawValue)),
-                    let proto = replyTuple.nested(UInt16(CTA_TUPLE_PROTO.rawValue)),
-                    let source = ip.payload(UInt16(family == .ipv4 ? CTA_IP_V4_SRC.rawValue : CTA_IP_V6_SRC.rawValue)),
-                    let sourcePort = proto.payload(UInt16(CTA_PROTO_SRC_PORT.rawValue)),
-                    let endpoint = wanted[source + sourcePort]
+                    let replyIP = replyTuple.nested(UInt16(CTA_TUPLE_IP.rawValue)),
+                    let replyProto = replyTuple.nested(UInt16(CTA_TUPLE_PROTO.rawValue)),
+                    let backend = replyIP.payload(src),
+                    let backendPort = replyProto.payload(UInt16(CTA_PROTO_SRC_PORT.rawValue)),
+                    let target = wanted[frontend + protocolNumber + frontendPort + backend + backendPort]
                 else { continue }
                 let s = nextSequence()
-                owner[s] = endpoint
+                owner[s] = target
                 deletes += Self.ctMessage(UInt16(IPCTNL_MSG_CT_DELETE.rawValue), flags: UInt16(NLM_F_ACK), family: af, seq: s, payload: orig)
             }
-            for endpoint in wanted.values { counts[endpoint] = counts[endpoint] ?? 0 }
             guard !deletes.isEmpty else { continue }
             let result = try exchange(deletes, sequences: Set(owner.keys))
             // ENOENT: the connection ended by itself meanwhile.
-            for (s, endpoint) in owner where (result.status[s] ?? 0) == 0 { counts[endpoint, default: 0] += 1 }
+            for (s, target) in owner where (result.status[s] ?? 0) == 0 { counts[target] += 1 }
         }
         return counts
     }
+
+    static func protocolNumber(_ p: L4Protocol) -> UInt8 {
+        switch p {
+        case .tcp: return UInt8(IPPROTO_TCP)
+        case .udp: return UInt8(IPPROTO_UDP)
+        }
+    }
+
+    static func bigEndian(_ port: UInt16) -> [UInt8] { [UInt8(port >> 8), UInt8(port & 0xff)] }
 
     /// One ctnetlink message: nlmsghdr, nfgenmsg, then the given attribute bytes.
     static func ctMessage(_ type: UInt16, flags: UInt16, family: UInt8, seq: UInt32, payload: [UInt8]) -> [UInt8] {

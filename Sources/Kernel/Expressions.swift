@@ -34,6 +34,15 @@ enum Expr: Equatable {
         case .reject: return "nft_reject_inet"
         }
     }
+
+    /// Its name as nft shows it (with the set a lookup names), for error messages.
+    var name: String {
+        switch self {
+        case .lookup(let set, _, _): return "lookup @\(set)"
+        case .unknown(let name): return name
+        default: return String(String(describing: self).prefix { $0 != "(" })
+        }
+    }
 }
 
 extension Expr {

@@ -122,10 +122,9 @@ public final class FakeKernel: KernelClient {
         return out
     }
 
-    public func deleteConnections(to backends: [(address: IPAddress, port: UInt16)]) throws(KernelError) -> [String: Int] {
-        let endpoints = backends.map { Backend.endpoint($0.address, $0.port) }
-        closed.append(endpoints)
-        return Dictionary(endpoints.map { ($0, 0) }, uniquingKeysWith: { a, _ in a })
+    public func deleteConnections(to targets: [NetfilterKernel.ConnectionTarget]) throws(KernelError) -> [Int] {
+        closed.append(targets.map { Backend.endpoint($0.address, $0.port) })
+        return targets.map { _ in 0 }
     }
 
     private func commit(_ table: Table) throws(KernelError) {

@@ -18,8 +18,9 @@ public protocol KernelClient: AnyObject {
     /// The elements of the named sets as they are in the kernel, decoded by the declarations given
     /// (a set whose declaration differs in the kernel is left out); nil when the table does not exist.
     func elements(of table: String, sets: [NamedSet]) throws(KernelError) -> [String: [Element]]?
-    /// Deletes the conntrack entries of connections DNATed to these backends; counts per endpoint.
-    func deleteConnections(to backends: [(address: IPAddress, port: UInt16)]) throws(KernelError) -> [String: Int]
+    /// Deletes the conntrack entries of connections DNATed to each target through its frontends; how
+    /// many per target.
+    func deleteConnections(to targets: [NetfilterKernel.ConnectionTarget]) throws(KernelError) -> [Int]
 }
 
 extension NetfilterKernel: KernelClient {}

@@ -24,6 +24,8 @@ public final class NetfilterKernel {
         /// A foreign table was taken over (--force) and replaced whole.
         public var replaced: Bool
         public var bytes: Int
+        /// Times the transaction was refused as stale (someone committed after our read) and redone.
+        public var retries = 0
     }
 
     /// With `netns`, the socket is opened inside that named network namespace (`ip netns`); a socket
@@ -71,11 +73,12 @@ public final class NetfilterKernel {
         return comment == RulesetBuilder.ownerComment ? .ours : .foreign
     }
 
-    /// Sends one request outside any batch and returns its errno (0 = fine) and the data messages.
+    /// Sends one request outside any batch and returns its errno (0 = fine), the data messages, and
+    /// whether the kernel marked the dump interrupted (NLM_F_DUMP_INTR: the ruleset changed meanwhile).
     func request(
         _ type: nf_tables_msg_types, family: Int32 = Int32(NFPROTO_INET), flags: Int32 = 0,
         payload: (UnsafeMutablePointer<nlmsghdr>) -> Void = { _ in }
-    ) throws(KernelError) -> (errno: Int32, messages: [[UInt8]]) {
+    ) throws(KernelError) -> (errno: Int32, messages: [[UInt8]], interrupted: Bool) {
         let seq = nextSequence()
         var buffer = [UInt8](repeating: 0, count: 4096)
         let length = buffer.withUnsafeMutableBytes { raw -> Int in
@@ -86,11 +89,11 @@ public final class NetfilterKernel {
             return Int(nlh.pointee.nlmsg_len)
         }
         let reply = try exchange(Array(buffer[0..<length]), sequences: [seq])
-        return (reply.status[seq] ?? 0, reply.messages)
+        return (reply.status[seq] ?? 0, reply.messages, reply.interrupted.contains(seq))
     }
 
     /// Sends prepared netlink messages (each asking for an ACK) and waits for the replies to `sequences`.
-    func exchange(_ bytes: [UInt8], sequences: Set<UInt32>) throws(KernelError) -> (status: [UInt32: Int32], messages: [[UInt8]]) {
+    func exchange(_ bytes: [UInt8], sequences: Set<UInt32>) throws(KernelError) -> NetlinkSocket.Replies {
         try socket.send(bytes)
         return try socket.collect(expected: sequences)
     }
@@ -121,28 +124,46 @@ public final class NetfilterKernel {
 
     /// Makes the kernel hold exactly `table`, in one transaction, so packets see the old table or the new
     /// one, never a mix. Only what differs from the kernel's current table is sent; when nothing differs
-    /// nothing is sent. A foreign table taken over with `force` is deleted and created whole.
+    /// nothing is sent. A foreign table taken over with `force` is deleted and created whole. The batch
+    /// carries the generation the plan was read at: if anyone commits in between, the kernel refuses it
+    /// whole and the plan is read and made again.
     @discardableResult
     public func apply(_ table: Table, force: Bool = false) throws(KernelError) -> ApplyReport {
-        let plan = try plan(for: table, force: force)
-        var batch = NetlinkBatch(firstSequence: nextSequence())
-        switch plan {
-        case .create:
-            TableMessages.create(table, in: &batch)
-        case .takeOver:
-            TableMessages.deleteTable(table.name, in: &batch)
-            TableMessages.create(table, in: &batch)
-        case .change(let p):
-            if p.isEmpty { return ApplyReport(messages: 0, replaced: false, bytes: 0) }
-            p.write(into: &batch, table: table)
+        var retries = 0
+        while true {
+            let (plan, generation) = try plan(for: table, force: force)
+            var batch = NetlinkBatch(firstSequence: nextSequence(), generation: generation)
+            switch plan {
+            case .create:
+                TableMessages.create(table, in: &batch)
+            case .takeOver:
+                TableMessages.deleteTable(table.name, in: &batch)
+                TableMessages.create(table, in: &batch)
+            case .change(let p):
+                if p.isEmpty { return ApplyReport(messages: 0, replaced: false, bytes: 0, retries: retries) }
+                p.write(into: &batch, table: table)
+            }
+            beforeCommit?()
+            do throws(KernelError) {
+                try commit(&batch)
+            } catch .stale {
+                retries += 1
+                if retries == Self.attempts { throw .busy("applied table inet \(table.name)", attempts: retries) }
+                continue
+            }
+            return ApplyReport(messages: batch.messageCount, replaced: plan.isTakeOver, bytes: batch.buffer.count, retries: retries)
         }
-        try commit(&batch, table: table)
-        return ApplyReport(messages: batch.messageCount, replaced: plan.isTakeOver, bytes: batch.buffer.count)
     }
+
+    /// How often a read or a commit is tried while other writers keep committing.
+    static let attempts = 5
+
+    /// Tests only: runs between planning and committing, to commit something in between.
+    var beforeCommit: (() -> Void)?
 
     /// What apply would change, nothing sent. Empty when the kernel already holds exactly `table`.
     public func diff(_ table: Table, force: Bool = false) throws(KernelError) -> [String] {
-        try plan(for: table, force: force).lines(table)
+        try plan(for: table, force: force).plan.lines(table)
     }
 
     enum Plan {
@@ -161,28 +182,40 @@ public final class NetfilterKernel {
         }
     }
 
-    func plan(for table: Table, force: Bool) throws(KernelError) -> Plan {
-        switch try ownership(of: table.name) {
-        case .absent: return .create
-        case .foreign:
-            if !force { throw KernelError.notOurs(table: table.name) }
-            return .takeOver
-        case .ours:
-            guard let actual = try snapshot(of: table.name) else { return .create }
-            return .change(TablePlan(from: actual, to: table))
+    /// The plan and the generation it was read at (one consistent read).
+    func plan(for table: Table, force: Bool) throws(KernelError) -> (plan: Plan, generation: UInt32) {
+        let read = try consistentRead { () throws(KernelError) -> Plan in
+            switch try ownership(of: table.name) {
+            case .absent: return .create
+            case .foreign:
+                if !force { throw KernelError.notOurs(table: table.name) }
+                return .takeOver
+            case .ours:
+                guard let actual = try readSnapshot(of: table.name) else { return .create }
+                return .change(TablePlan(from: actual, to: table))
+            }
         }
+        return (read.value, read.generation)
     }
 
-    /// Deletes table inet `name` if it is nftpool's. Returns false when there was none.
+    /// Deletes table inet `name` if it is nftpool's. Returns false when there was none. Guarded by the
+    /// generation like apply: a table that changed owner in between is never deleted.
     @discardableResult
     public func delete(tableNamed name: String, force: Bool = false) throws(KernelError) -> Bool {
-        let ownership = try ownership(of: name)
-        if ownership == .absent { return false }
-        if ownership == .foreign && !force { throw KernelError.notOurs(table: name) }
-        var batch = NetlinkBatch(firstSequence: nextSequence())
-        TableMessages.deleteTable(name, in: &batch)
-        try commit(&batch, table: nil)
-        return true
+        for _ in 0..<Self.attempts {
+            let (ownership, generation) = try consistentRead { () throws(KernelError) -> Ownership in try self.ownership(of: name) }
+            if ownership == .absent { return false }
+            if ownership == .foreign && !force { throw KernelError.notOurs(table: name) }
+            var batch = NetlinkBatch(firstSequence: nextSequence(), generation: generation)
+            TableMessages.deleteTable(name, in: &batch)
+            do throws(KernelError) {
+                try commit(&batch)
+            } catch .stale {
+                continue
+            }
+            return true
+        }
+        throw .busy("deleted table inet \(name)", attempts: Self.attempts)
     }
 
     /// The ruleset generation: it advances by one with every committed transaction.
@@ -198,33 +231,32 @@ public final class NetfilterKernel {
         }
     }
 
-    func commit(_ batch: inout NetlinkBatch, table: Table?) throws(KernelError) {
+    /// Sends the batch and waits for every message's answer. A batch with a generation that is no longer
+    /// current is refused whole (ERESTART on BATCH_BEGIN, nothing else answered): `.stale`.
+    func commit(_ batch: inout NetlinkBatch) throws(KernelError) {
         lastGeneration = nil
-        let first = batch.firstSequence + 1
+        let begin = batch.beginSequence
+        let first = begin + 1
         let end = batch.finish()
         sequence = end
         try socket.send(batch.buffer)
         let expected = Set((first..<(end - 1)))
-        let reply = try socket.collect(expected: expected)
+        let reply = try socket.collect(expected: expected, abortOn: begin)
+        if let e = reply.status[begin], e != 0 {
+            if e == ERESTART, let generation = batch.generation { throw KernelError.stale(generation: generation) }
+            throw KernelError.refused([KernelError.Refusal(object: "the transaction", errno: e, modules: [])])
+        }
         let refusals = expected.sorted().compactMap { seq -> KernelError.Refusal? in
             guard let e = reply.status[seq], e != 0 else { return nil }
-            let object = batch.objects[seq] ?? "message \(seq)"
-            return KernelError.Refusal(object: object, errno: e, modules: Self.modules(for: object, in: table))
+            return batch.refusal(seq, errno: e, ack: reply.extAcks[seq])
         }
         if !refusals.isEmpty { throw KernelError.refused(refusals) }
-        lastGeneration = try? generation()
-    }
-
-    /// The kernel modules a refused rule needs, so a missing one can be named.
-    static func modules(for object: String, in table: Table?) -> [String] {
-        guard let table, object.hasPrefix("rule in chain ") else { return [] }
-        for chain in table.chains {
-            for rule in chain.rules where object == "rule in chain \(chain.name): \(NftRenderer.render(rule))" {
-                var seen: [String] = []
-                for m in rule.expressions.map(\.module) where m != "nf_tables" && !seen.contains(m) { seen.append(m) }
-                return seen
-            }
+        // Our batch was accepted at generation G, so our commit made it G + 1 (0 is skipped). A wrong
+        // guess costs nothing: the next guarded batch is refused as stale and planned again.
+        if let g = batch.generation {
+            lastGeneration = g &+ 1 == 0 ? 1 : g &+ 1
+        } else {
+            lastGeneration = try? generation()
         }
-        return []
     }
 }

@@ -46,13 +46,37 @@ final class NetlinkSocket {
         }
     }
 
-    /// Reads replies until every sequence number in `expected` has its ACK or error, then drains what
-    /// else is queued (BATCH_END's ACK), so that nothing is left to be misread as the next answer.
-    /// Returns errno per sequence (0 = ACK) and every data message received, in order.
-    func collect(expected: Set<UInt32>) throws(KernelError) -> (status: [UInt32: Int32], messages: [[UInt8]]) {
+    /// What came back for one exchange.
+    struct Replies {
+        /// errno per sequence (0 = ACK, or the end of a dump).
         var status: [UInt32: Int32] = [:]
+        /// Data messages answering our sequences, in order.
         var messages: [[UInt8]] = []
-        while !expected.isSubset(of: Set(status.keys)) {
+        /// The extended ACK of an NLMSG_ERROR, where the kernel gave one.
+        var extAcks: [UInt32: ExtAck] = [:]
+        /// Dumps that the kernel marked NLM_F_DUMP_INTR: the ruleset changed while they ran.
+        var interrupted: Set<UInt32> = []
+    }
+
+    /// NLMSGERR_ATTR_MSG and NLMSGERR_ATTR_OFFS: the kernel's words and the byte offset, from the start
+    /// of the refused message, of the attribute it objected to.
+    struct ExtAck: Equatable {
+        var message: String?
+        var offset: UInt32?
+    }
+
+    /// Reads replies until every sequence number in `expected` has its ACK or error (or `abortOn` has an
+    /// error: the kernel dropped the rest of the batch), then drains what else is queued (BATCH_END's
+    /// ACK), so that nothing is left to be misread as the next answer.
+    func collect(expected: Set<UInt32>, abortOn: UInt32? = nil) throws(KernelError) -> Replies {
+        var replies = Replies()
+        let port = portID
+        let accepted = abortOn.map { expected.union([$0]) } ?? expected
+        func done() -> Bool {
+            if let abortOn, let e = replies.status[abortOn], e != 0 { return true }
+            return expected.allSatisfy { replies.status[$0] != nil }
+        }
+        while !done() {
             let n = receiveBuffer.withUnsafeMutableBytes { mnl_socket_recvfrom(nl, $0.baseAddress, $0.count) }
             if n < 0 {
                 let e = nftpool_errno()
@@ -61,7 +85,7 @@ final class NetlinkSocket {
                 }
                 throw KernelError.system("cannot read the kernel's reply", e)
             }
-            parse(receiveBuffer[0..<n], into: &status, &messages)
+            Self.parse(receiveBuffer[0..<n], port: port, expected: accepted, into: &replies)
         }
         // The whole batch was processed inside sendmsg; anything else is already queued.
         while true {
@@ -69,31 +93,63 @@ final class NetlinkSocket {
                 recv(mnl_socket_get_fd(nl), $0.baseAddress, $0.count, Int32(MSG_DONTWAIT))
             }
             if n <= 0 { break }
-            parse(receiveBuffer[0..<n], into: &status, &messages)
+            Self.parse(receiveBuffer[0..<n], port: port, expected: accepted, into: &replies)
         }
-        return (status, messages)
+        return replies
     }
 
-    private func parse(
-        _ bytes: ArraySlice<UInt8>, into status: inout [UInt32: Int32], _ messages: inout [[UInt8]]
-    ) {
+    /// One datagram's messages into `replies`. Only messages addressed to our port (or from the kernel
+    /// with port 0) that answer a sequence we asked about count: anything else is someone else's answer
+    /// and must not be taken for ours.
+    static func parse(_ bytes: ArraySlice<UInt8>, port: UInt32, expected: Set<UInt32>, into replies: inout Replies) {
         var offset = bytes.startIndex
         while offset + 16 <= bytes.endIndex {
-            let length = Int(Self.u32(bytes, offset))
+            let length = Int(u32(bytes, offset))
             guard length >= 16, offset + length <= bytes.endIndex else { break }
-            let type = Self.u16(bytes, offset + 4)
-            let seq = Self.u32(bytes, offset + 8)
+            defer { offset += Int(nftpool_nlmsg_align(length)) }
+            let type = u16(bytes, offset + 4)
+            let flags = Int32(u16(bytes, offset + 6))
+            let seq = u32(bytes, offset + 8)
+            let pid = u32(bytes, offset + 12)
+            guard pid == 0 || pid == port, expected.contains(seq) else { continue }
+            if flags & NLM_F_DUMP_INTR != 0 { replies.interrupted.insert(seq) }
             switch Int32(type) {
             case NLMSG_ERROR:
-                let error = Int32(bitPattern: Self.u32(bytes, offset + 16))
-                status[seq] = -error
+                guard length >= 20 else { continue }
+                replies.status[seq] = -Int32(bitPattern: u32(bytes, offset + 16))
+                if let ack = extAck(bytes[offset..<(offset + length)], flags: flags) { replies.extAcks[seq] = ack }
             case NLMSG_DONE:
-                status[seq] = status[seq] ?? 0  // a dump's end answers its request
+                replies.status[seq] = replies.status[seq] ?? 0  // a dump's end answers its request
             default:
-                messages.append(Array(bytes[offset..<(offset + length)]))
+                replies.messages.append(Array(bytes[offset..<(offset + length)]))
             }
-            offset += Int(nftpool_nlmsg_align(length))
         }
+    }
+
+    /// The TLVs after an NLMSG_ERROR's echoed request: only its header with CAP_ACK (NLM_F_CAPPED),
+    /// the whole request otherwise.
+    static func extAck(_ message: ArraySlice<UInt8>, flags: Int32) -> ExtAck? {
+        guard flags & NLM_F_ACK_TLVS != 0 else { return nil }
+        let inner = message.startIndex + 20
+        guard inner + 16 <= message.endIndex else { return nil }
+        let echoed = flags & NLM_F_CAPPED != 0 ? 16 : Int(u32(message, inner))
+        var i = inner + Int(nftpool_nlmsg_align(echoed))
+        var ack = ExtAck()
+        while i + 4 <= message.endIndex {
+            let len = Int(u16(message, i)), type = u16(message, i + 2) & 0x3fff
+            guard len >= 4, i + len <= message.endIndex else { break }
+            let payload = message[(i + 4)..<(i + len)]
+            switch UInt32(type) {
+            case NLMSGERR_ATTR_MSG.rawValue:
+                ack.message = String(decoding: payload.prefix { $0 != 0 }, as: UTF8.self)
+            case NLMSGERR_ATTR_OFFS.rawValue where payload.count == 4:
+                ack.offset = u32(payload, payload.startIndex)
+            default:
+                break
+            }
+            i += (len + 3) & ~3
+        }
+        return ack.message == nil && ack.offset == nil ? nil : ack
     }
 
     private static func u32(_ b: ArraySlice<UInt8>, _ i: Int) -> UInt32 {

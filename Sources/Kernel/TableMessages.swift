@@ -2,13 +2,11 @@ import CNetfilter
 import PoolSpec
 import Ruleset
 
-/// Typed objects ─► libnftnl objects ─► messages in a batch. Elements go in chunks: one NEWSETELEM over
-/// 64 KiB is silently truncated by the kernel (NETLINK-NOTES).
+/// Typed objects ─► libnftnl objects ─► messages in a batch. Elements go in messages capped by their
+/// encoded size: an element list over 64 KiB is silently truncated by the kernel (NETLINK-NOTES).
 enum TableMessages {
-    static let elementsPerMessage = 1000
-
     static func deleteTable(_ name: String, in batch: inout NetlinkBatch) {
-        batch.add(Int32(NFT_MSG_DELTABLE.rawValue), describing: "delete table inet \(name)") { nlh in
+        batch.add(Int32(NFT_MSG_DELTABLE.rawValue), describing: .deleteTable(name)) { nlh in
             let t = nftnl_table_alloc()!
             defer { nftnl_table_free(t) }
             nftnl_table_set_str(t, UInt16(NFTNL_TABLE_NAME.rawValue), name)
@@ -17,7 +15,7 @@ enum TableMessages {
     }
 
     static func deleteRule(handle: UInt64, chain: String, table: String, in batch: inout NetlinkBatch) {
-        batch.add(Int32(NFT_MSG_DELRULE.rawValue), describing: "delete rule \(handle) in chain \(chain)") { nlh in
+        batch.add(Int32(NFT_MSG_DELRULE.rawValue), describing: .deleteRule(chain: chain, handle: handle)) { nlh in
             let r = nftnl_rule_alloc()!
             defer { nftnl_rule_free(r) }
             nftnl_rule_set_str(r, UInt16(NFTNL_RULE_TABLE.rawValue), table)
@@ -28,7 +26,7 @@ enum TableMessages {
     }
 
     static func deleteSet(_ name: String, table: String, in batch: inout NetlinkBatch) {
-        batch.add(Int32(NFT_MSG_DELSET.rawValue), describing: "delete set \(name)") { nlh in
+        batch.add(Int32(NFT_MSG_DELSET.rawValue), describing: .deleteSet(name)) { nlh in
             let s = nftnl_set_alloc()!
             defer { nftnl_set_free(s) }
             nftnl_set_set_str(s, UInt16(NFTNL_SET_TABLE.rawValue), table)
@@ -38,7 +36,7 @@ enum TableMessages {
     }
 
     static func deleteChain(_ name: String, table: String, in batch: inout NetlinkBatch) {
-        batch.add(Int32(NFT_MSG_DELCHAIN.rawValue), describing: "delete chain \(name)") { nlh in
+        batch.add(Int32(NFT_MSG_DELCHAIN.rawValue), describing: .deleteChain(name)) { nlh in
             let c = nftnl_chain_alloc()!
             defer { nftnl_chain_free(c) }
             nftnl_chain_set_str(c, UInt16(NFTNL_CHAIN_TABLE.rawValue), table)
@@ -47,26 +45,15 @@ enum TableMessages {
         }
     }
 
-    /// Deletes elements by key, in chunks like additions.
+    /// Deletes elements by key, in messages capped like additions.
     static func deleteElements(_ elements: [KernelSnapshot.ElementBytes], set: String, table: String, in batch: inout NetlinkBatch) {
-        var start = 0
-        while start < elements.count {
-            let chunk = elements[start..<min(start + elementsPerMessage, elements.count)]
-            batch.add(Int32(NFT_MSG_DELSETELEM.rawValue), describing: "delete \(chunk.count) elements of \(set)") { nlh in
-                let s = nftnl_set_alloc()!
-                defer { nftnl_set_free(s) }
-                nftnl_set_set_str(s, UInt16(NFTNL_SET_TABLE.rawValue), table)
-                nftnl_set_set_str(s, UInt16(NFTNL_SET_NAME.rawValue), set)
-                for element in chunk {
-                    let e = nftnl_set_elem_alloc()!
-                    element.key.withUnsafeBytes { raw in
-                        _ = nftnl_set_elem_set(e, UInt16(NFTNL_SET_ELEM_KEY), raw.baseAddress, UInt32(raw.count))
-                    }
-                    nftnl_set_elem_add(s, e)
-                }
-                nftnl_set_elems_nlmsg_build_payload(nlh, s)
+        elementMessages(NFT_MSG_DELSETELEM, flags: 0, count: elements.count, set: set, setID: nil, table: table, in: &batch,
+            describing: { .deleteElements(set: set, count: $0) }) { i in
+            let e = nftnl_set_elem_alloc()!
+            elements[i].key.withUnsafeBytes { raw in
+                _ = nftnl_set_elem_set(e, UInt16(NFTNL_SET_ELEM_KEY), raw.baseAddress, UInt32(raw.count))
             }
-            start += elementsPerMessage
+            return e
         }
     }
 
@@ -77,7 +64,7 @@ enum TableMessages {
 
     /// Every object of the table, created from nothing.
     static func create(_ table: Table, in batch: inout NetlinkBatch) {
-        batch.add(Int32(NFT_MSG_NEWTABLE.rawValue), flags: NLM_F_CREATE, describing: "table inet \(table.name)") { nlh in
+        batch.add(Int32(NFT_MSG_NEWTABLE.rawValue), flags: NLM_F_CREATE, describing: .table(table.name)) { nlh in
             let t = nftnl_table_alloc()!
             defer { nftnl_table_free(t) }
             nftnl_table_set_str(t, UInt16(NFTNL_TABLE_NAME.rawValue), table.name)
@@ -105,7 +92,7 @@ enum TableMessages {
 
     static func addSet(_ set: NamedSet, id: UInt32, table: String, in batch: inout NetlinkBatch) {
         let enc = SetEncoding(set)
-        batch.add(Int32(NFT_MSG_NEWSET.rawValue), flags: NLM_F_CREATE, describing: "\(set.isMap ? "map" : "set") \(set.name)") { nlh in
+        batch.add(Int32(NFT_MSG_NEWSET.rawValue), flags: NLM_F_CREATE, describing: .set(set.name, isMap: set.isMap)) { nlh in
             let s = nftnl_set_alloc()!
             defer { nftnl_set_free(s) }
             nftnl_set_set_str(s, UInt16(NFTNL_SET_TABLE.rawValue), table)
@@ -128,20 +115,51 @@ enum TableMessages {
     }
 
     static func addElements(_ elements: [Element], to set: NamedSet, setID: UInt32?, table: String, in batch: inout NetlinkBatch) {
-        var start = 0
-        while start < elements.count {
-            let chunk = elements[start..<min(start + elementsPerMessage, elements.count)]
-            let what = "\(chunk.count) element\(chunk.count == 1 ? "" : "s") of \(set.name)"
-            batch.add(Int32(NFT_MSG_NEWSETELEM.rawValue), flags: NLM_F_CREATE, describing: what) { nlh in
+        elementMessages(NFT_MSG_NEWSETELEM, flags: NLM_F_CREATE, count: elements.count, set: set.name, setID: setID, table: table,
+            in: &batch, describing: { .elements(set: set.name, count: $0) }) { makeElement(elements[$0]) }
+    }
+
+    /// Upper bound of one message's element list nest. Its length field is 16 bits: past 64 KiB it wraps
+    /// and the kernel reads a truncated or garbled list (NETLINK-NOTES). What an element takes depends on
+    /// the set (key and data widths, verdicts naming chains), so it is measured as it is written.
+    static let elementListLimit = 60 * 1024
+
+    /// Elements `0..<count` (made by `element`) in as many messages as their encoded size needs: each
+    /// element is written into the open message and, if that took the list past the limit, taken back
+    /// and left to start the next message.
+    static func elementMessages(
+        _ type: nf_tables_msg_types, flags: Int32, count: Int, set: String, setID: UInt32?, table: String,
+        in batch: inout NetlinkBatch, describing: (Int) -> BatchObject, element: (Int) -> OpaquePointer
+    ) {
+        var next = 0
+        while next < count {
+            batch.add(Int32(type.rawValue), flags: flags) { nlh -> BatchObject in
                 let s = nftnl_set_alloc()!
                 defer { nftnl_set_free(s) }
                 nftnl_set_set_str(s, UInt16(NFTNL_SET_TABLE.rawValue), table)
-                nftnl_set_set_str(s, UInt16(NFTNL_SET_NAME.rawValue), set.name)
+                nftnl_set_set_str(s, UInt16(NFTNL_SET_NAME.rawValue), set)
                 if let setID { nftnl_set_set_u32(s, UInt16(NFTNL_SET_ID.rawValue), setID) }
-                for element in chunk { nftnl_set_elem_add(s, makeElement(element)) }
-                nftnl_set_elems_nlmsg_build_payload(nlh, s)
+                nftnl_set_elems_nlmsg_build_payload(nlh, s)  // no elements: table, set, id only
+                let list = mnl_attr_nest_start(nlh, UInt16(NFTA_SET_ELEM_LIST_ELEMENTS.rawValue))!
+                let listStart = UnsafeRawPointer(list)
+                let first = next
+                while next < count {
+                    let mark = nlh.pointee.nlmsg_len
+                    let e = element(next)
+                    let item = mnl_attr_nest_start(nlh, UInt16(NFTA_LIST_ELEM.rawValue))
+                    nftnl_set_elem_nlmsg_build_payload(nlh, e)
+                    mnl_attr_nest_end(nlh, item)
+                    nftnl_set_elem_free(e)
+                    let listLength = UnsafeRawPointer(mnl_nlmsg_get_payload_tail(nlh)!) - listStart
+                    if listLength > elementListLimit && next > first {
+                        nlh.pointee.nlmsg_len = mark
+                        break
+                    }
+                    next += 1
+                }
+                mnl_attr_nest_end(nlh, list)
+                return describing(next - first)
             }
-            start += elementsPerMessage
         }
     }
 
@@ -166,7 +184,7 @@ enum TableMessages {
     }
 
     static func addChain(_ chain: Chain, table: String, in batch: inout NetlinkBatch) {
-        batch.add(Int32(NFT_MSG_NEWCHAIN.rawValue), flags: NLM_F_CREATE, describing: "chain \(chain.name)") { nlh in
+        batch.add(Int32(NFT_MSG_NEWCHAIN.rawValue), flags: NLM_F_CREATE, describing: .chain(chain.name)) { nlh in
             let c = nftnl_chain_alloc()!
             defer { nftnl_chain_free(c) }
             nftnl_chain_set_str(c, UInt16(NFTNL_CHAIN_TABLE.rawValue), table)
@@ -191,7 +209,7 @@ enum TableMessages {
     static func addRule(_ rule: Rule, chain: String, table: String, setIDs: [String: UInt32], in batch: inout NetlinkBatch) {
         batch.add(
             Int32(NFT_MSG_NEWRULE.rawValue), flags: NLM_F_CREATE | NLM_F_APPEND,
-            describing: "rule in chain \(chain): \(NftRenderer.render(rule))"
+            describing: .rule(chain: chain, rule)
         ) { nlh in
             let r = nftnl_rule_alloc()!
             defer { nftnl_rule_free(r) }

@@ -3,8 +3,29 @@ import Ruleset
 
 /// Reads table inet <name> back over netlink (dumps of sets, elements, chains, rules) into a snapshot.
 /// Read-only. The chain dump returns every inet table's chains; parseChain keeps ours and drops the rest.
+/// A read is several dumps: it is consistent only if no commit came between them, so the generation is
+/// read before and after, and the whole read is done again when it moved or a dump was interrupted.
 extension NetfilterKernel {
     func snapshot(of name: String) throws(KernelError) -> KernelSnapshot? {
+        try consistentRead { () throws(KernelError) in try readSnapshot(of: name) }.value
+    }
+
+    /// `body`'s reads and the generation they saw, retried while other writers commit in between.
+    func consistentRead<T>(_ body: () throws(KernelError) -> T) throws(KernelError) -> (value: T, generation: UInt32) {
+        for _ in 0..<Self.attempts {
+            let before = try generation()
+            let value: T
+            do throws(KernelError) {
+                value = try body()
+            } catch .busy {
+                continue  // a dump was interrupted
+            }
+            if try generation() == before { return (value, before) }
+        }
+        throw .busy("read the ruleset", attempts: Self.attempts)
+    }
+
+    func readSnapshot(of name: String) throws(KernelError) -> KernelSnapshot? {
         guard let comment = try tableComment(name) else { return nil }
         var snapshot = KernelSnapshot(comment: comment, sets: [:], chains: [:])
 
@@ -50,6 +71,7 @@ extension NetfilterKernel {
             }
         }
         if reply.errno != 0 { throw KernelError.system("cannot read back table inet \(table)", reply.errno) }
+        if reply.interrupted { throw KernelError.busy("read table inet \(table)", attempts: 1) }
         return reply.messages
     }
 

@@ -63,6 +63,17 @@ func specPath(_ name: String) -> String { Repo.rulesets.appendingPathComponent("
             guard case KernelError.refused(let refusals) = error else { return false }
             return refusals.count == 1 && refusals[0].errno == ENOENT && refusals[0].object.contains("no-such-map")
         }
+        // The kernel points at the lookup expression: the refusal names it, and no module is suspected
+        // (lookup is nf_tables itself; the map is what is missing).
+        let error = #expect(throws: KernelError.self) { try kernel.apply(broken) }
+        if case .refused(let refusals)? = error {
+            let rule = Rule.dispatch(.ipv4, map: "no-such-map")
+            let lookup = rule.expressions.firstIndex { if case .lookup = $0 { return true } else { return false } }!
+            #expect(refusals.first?.pointedAt == "expression \(lookup + 1), lookup @no-such-map")
+            #expect(refusals.first?.modules == [])
+            #expect(!"\(KernelError.refused(refusals))".contains("modprobe"))
+            print("figure: refusal as users see it: \(KernelError.refused(refusals))")
+        }
         #expect(try ns.exec("nft", ["list", "ruleset"]).out == before)
         #expect(try kernel.generation() == generation)
     }
