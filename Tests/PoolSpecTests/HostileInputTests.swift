@@ -43,6 +43,12 @@ import Testing
         #expect(IPAddress("10.0.0.1\u{0}junk") == nil)
     }
 
+    @Test func bytesThatAreNotUTF8() {
+        #expect(throws: SpecErrors([SpecError(path: "spec", message: "the spec is not UTF-8 text")])) {
+            try SpecDecoder.decode([0x74, 0x61, 0xFF, 0xFE, 0x0A])
+        }
+    }
+
     /// Line breaks inside quoted values and keys are escaped: an error is one line.
     @Test func controlCharactersInValuesAndKeysStayOnOneLine() {
         #expect(errors(edited("192.168.1.110", #""10.0.0.1\nrm -rf /""#)) == [
