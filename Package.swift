@@ -56,7 +56,7 @@ let package = Package(
         .executableTarget(name: "UpdateLatencyBench", dependencies: ["PoolSpec", "Ruleset", "Kernel"]),
         // Helpers for tests only: repository paths, running the built binary, scratch network namespaces.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
-        .testTarget(name: "PoolSpecTests", dependencies: ["PoolSpec"]),
+        .testTarget(name: "PoolSpecTests", dependencies: ["PoolSpec", "TestSupport"]),
         .testTarget(
             name: "ProbesTests",
             dependencies: [

@@ -1,13 +1,20 @@
 /// Spec text ─► validated Spec. All errors of a document are collected in one pass and thrown together.
 public enum SpecDecoder {
     /// Reads a file, or standard input for "-". A file that cannot be read is an error on path `spec`.
-    public static func load(path: String) throws(SpecErrors) -> Spec {
+    /// With `readingCAFiles` (what validate, run and reload use), every https check's caFile must be
+    /// readable and hold PEM certificates: otherwise the spec validates and every probe fails at run time.
+    public static func load(path: String, readingCAFiles: Bool = true) throws(SpecErrors) -> Spec {
         let bytes: [UInt8]
         switch FileBytes.read(path == "-" ? nil : path) {
         case .success(let b): bytes = b
         case .failure(let f): throw SpecErrors([SpecError(path: "spec", message: "cannot read \(path): \(f.reason)")])
         }
-        return try decode(bytes, name: path)
+        let spec = try decode(bytes, name: path)
+        if readingCAFiles {
+            let errors = CAFileCheck.errors(in: spec)
+            if !errors.isEmpty { throw SpecErrors(errors) }
+        }
+        return spec
     }
 
     /// Spec file bytes (UTF-8, YAML or JSON) ─► validated Spec; `name` is how errors name the input.

@@ -17,7 +17,7 @@ struct KernelOptions: ParsableArguments {
 
     /// The spec is validated before the kernel is touched: exit 2 always means nothing was sent.
     func prepare(_ input: SpecInput) throws -> (spec: Spec, table: Table, kernel: NetfilterKernel) {
-        let spec = try input.load()
+        let spec = try input.load(readingCAFiles: false)
         return (spec, RulesetBuilder.table(for: spec), try kernel())
     }
 }
@@ -95,7 +95,7 @@ struct DeleteCommand: ParsableCommand {
     @OptionGroup var options: KernelOptions
 
     func run() throws {
-        let spec = try input.load()
+        let spec = try input.load(readingCAFiles: false)
         let kernel = try options.kernel()
         let existed = try reportingKernelErrors { () throws(KernelError) in
             try kernel.delete(tableNamed: spec.table, force: options.force)

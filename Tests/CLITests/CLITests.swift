@@ -6,11 +6,30 @@ import TestSupport
 @Suite struct CLITests {
     let good = Repo.rulesets.appendingPathComponent("kube-apiserver.yaml").path
 
+    /// kube-apiserver.yaml names /etc/kubernetes/pki/ca.crt; validate reads it, so the test points the
+    /// example at a CA it makes.
     @Test func validateValidSpec() throws {
-        let r = try Repo.run(Repo.nftpool, ["validate", good])
+        let ca = try ThrowawayCA("validate")
+        let spec = ca.dir.appendingPathComponent("kube-apiserver.yaml").path
+        let yaml = try String(contentsOfFile: good, encoding: .utf8)
+            .replacingOccurrences(of: "/etc/kubernetes/pki/ca.crt", with: ca.certificate.path)
+        try yaml.write(toFile: spec, atomically: true, encoding: .utf8)
+        let r = try Repo.run(Repo.nftpool, ["validate", spec])
         #expect(r.status == 0)
-        #expect(r.out == "\(good): valid: table inet nftpool, 1 pool, 1 frontend, 3 backends\n")
+        #expect(r.out == "\(spec): valid: table inet nftpool, 1 pool, 1 frontend, 3 backends\n")
         #expect(r.err.isEmpty)
+    }
+
+    /// A caFile that cannot be read fails validate (exit 2) with its path, instead of every https probe
+    /// at run time; render, which never reads it, still works.
+    @Test func validateReadsTheCAFileAndRenderDoesNot() throws {
+        let yaml = try String(contentsOfFile: good, encoding: .utf8)
+            .replacingOccurrences(of: "/etc/kubernetes/pki/ca.crt", with: "/nonexistent/ca.crt")
+        let r = try Repo.run(Repo.nftpool, ["validate", "-"], stdin: yaml)
+        #expect(r.status == 2 && r.out.isEmpty)
+        #expect(r.err == "pools[0].healthCheck.caFile: cannot read /nonexistent/ca.crt: No such file or directory\n")
+        let render = try Repo.run(Repo.nftpool, ["render", "-"], stdin: yaml)
+        #expect(render.status == 0 && render.err.isEmpty)
     }
 
     @Test func validateInvalidSpecExits2WithOneLinePerError() throws {
