@@ -168,8 +168,9 @@ public final class Prober: Sendable {
     }
 }
 
-/// Sends a GET per probe and fulfils it with the response status, or with why there was none. With
-/// `keepAlive` the connection stays open between probes while the backend agrees (HTTP/1.1 keep-alive).
+/// Sends a GET per probe and fulfils it with the response status once the whole response is read (a
+/// failing status at once), or with why there was none. With `keepAlive` the connection stays open
+/// between probes while the backend agrees (HTTP/1.1 keep-alive).
 final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
@@ -189,6 +190,9 @@ final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
     private var reused = false
     /// Ready for another request: the last response ended and the backend keeps the connection.
     private(set) var idle = false
+    /// The response being read: its (expected) status, whether the backend keeps the connection, and
+    /// the body bytes read so far.
+    private var answer: (code: Int, keepAlive: Bool, bodyBytes: Int)?
 
     init(path: String, host: String, expect: [Int], label: String, keepAlive: Bool, first: EventLoopPromise<ProbeResult>) {
         self.path = path
@@ -206,6 +210,7 @@ final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Sends the next probe's request on this (idle) connection.
     func ask(_ done: EventLoopPromise<ProbeResult>) {
         pending = done
+        answer = nil
         reused = true
         idle = false
         send()
@@ -230,15 +235,39 @@ final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
         switch unwrapInboundIn(data) {
         case .head(let head):
             let code = Int(head.status.code)
-            pending?.succeed(expect.contains(code) ? .success("\(label): status \(code)") : .failure("\(label): status \(code)"))
-            pending = nil
-            if !(keepAlive && head.isKeepAlive) { context.close(promise: nil) }
-        case .body:
-            break
+            guard expect.contains(code) else {
+                // A failing status is the answer already; the connection is not kept after it.
+                finish(.failure("\(label): status \(code)"), context: context, reusable: false)
+                return
+            }
+            answer = (code, head.isKeepAlive, 0)
+        case .body(let chunk):
+            guard var a = answer else { return }
+            a.bodyBytes += chunk.readableBytes
+            answer = a
+            // A backend streaming this much is alive and answering; the rest is not worth reading, so the
+            // result is decided here and the connection, mid-response, is not reused.
+            if a.bodyBytes > Self.bodyLimit {
+                finish(.success("\(label): status \(a.code)"), context: context, reusable: false)
+            }
         case .end:
-            // Reusable only once the whole response is read, so the next response is the next probe's.
-            idle = context.channel.isActive && keepAlive
+            // Decided on the whole response: a backend that sends a 200 head and then stalls is what
+            // clients see time out, so it must time out here too (the probe's deadline runs until now).
+            guard let a = answer else { return }
+            finish(.success("\(label): status \(a.code)"), context: context, reusable: keepAlive && a.keepAlive)
         }
+    }
+
+    /// Bodies are read and discarded up to this size.
+    static let bodyLimit = 64 * 1024
+
+    private func finish(_ result: ProbeResult, context: ChannelHandlerContext, reusable: Bool) {
+        answer = nil
+        pending?.succeed(result)
+        pending = nil
+        // Reusable only once the whole response is read, so the next response is the next probe's.
+        idle = reusable && context.channel.isActive
+        if !reusable { context.close(promise: nil) }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -253,6 +282,7 @@ final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
 
     private func end(failure: String) {
         idle = false
+        answer = nil
         guard let pending else { return }
         self.pending = nil
         if reused {
