@@ -60,10 +60,12 @@ let package = Package(
         .testTarget(
             name: "ProbesTests",
             dependencies: [
-                "Probes", "PoolSpec",
+                "Probes", "PoolSpec", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]),
         .testTarget(name: "RulesetTests", dependencies: ["Ruleset", "PoolSpec", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),

@@ -34,6 +34,14 @@ public final class Prober: Sendable {
         try? await group.shutdownGracefully()
     }
 
+    /// Forgets every TLS context, so that the next https probe reads its caFile again (a rotated CA
+    /// takes effect), and makes each kept https connection close before its next probe: a connection
+    /// kept from before was verified against the old CA, and a request on it does no handshake.
+    /// For SIGHUP. Safe from any thread; probes in flight finish under the trust they started with.
+    public func reloadTrust() {
+        contexts.drop()
+    }
+
     public func probe(_ target: ProbeTarget) async -> ProbeResult {
         (try? await start(target).get()) ?? .failure("probe failed")
     }
@@ -64,6 +72,7 @@ public final class Prober: Sendable {
     {
         let check = target.check
         guard check.type != .tcp, let kept else { return connect(target, at: address, on: loop, kept: nil) }
+        if check.type == .https, kept.trust != contexts.generation { kept.close() }  // trust reloaded since
         let result: EventLoopFuture<ProbeResult>
         if let handler = kept.ready() {
             let done = loop.makePromise(of: ProbeResult.self)
@@ -96,15 +105,15 @@ public final class Prober: Sendable {
         let check = target.check
         let timeout = TimeAmount.milliseconds(check.timeout.milliseconds)
         let label = Self.label(check)
-        let tls: NIOSSLContext?
+        let tls: NIOSSLContext?, trust: Int
         if check.type == .https {
             do {
-                tls = try contexts.context(caFile: check.caFile, insecure: check.insecureSkipVerify)
+                (tls, trust) = try contexts.context(caFile: check.caFile, insecure: check.insecureSkipVerify)
             } catch {
                 return loop.makeSucceededFuture(.failure("\(label): cannot load caFile \(check.caFile ?? ""): \(error)"))
             }
         } else {
-            tls = nil
+            (tls, trust) = (nil, 0)
         }
         let done = loop.makePromise(of: ProbeResult.self)
         // A tcp probe is over when connect is: its connect timeout is the deadline.
@@ -137,7 +146,7 @@ public final class Prober: Sendable {
             case .success(let channel):
                 if check.type == .tcp { done.succeed(.success("tcp: connected")) }
                 if let kept, let status {
-                    kept.hold(channel, status)
+                    kept.hold(channel, status, trust: trust)
                 } else {
                     done.futureResult.whenComplete { _ in channel.close(promise: nil) }
                 }
@@ -299,6 +308,8 @@ final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
 final class KeptConnection: @unchecked Sendable {
     private var channel: Channel?
     private var handler: StatusHandler?
+    /// The trust generation (Prober.reloadTrust) the connection's TLS handshake was verified under.
+    private(set) var trust = 0
 
     init() {}
 
@@ -309,10 +320,11 @@ final class KeptConnection: @unchecked Sendable {
         return nil
     }
 
-    func hold(_ channel: Channel, _ handler: StatusHandler) {
+    func hold(_ channel: Channel, _ handler: StatusHandler, trust: Int = 0) {
         close()
         self.channel = channel
         self.handler = handler
+        self.trust = trust
     }
 
     /// Closes (with a reset, as every probe connection) and forgets the connection.
@@ -323,16 +335,28 @@ final class KeptConnection: @unchecked Sendable {
     }
 }
 
-/// One NIOSSLContext per trust setting: building one reads and parses the CA file.
-private final class TLSContexts: @unchecked Sendable {
+/// One NIOSSLContext per trust setting: building one reads and parses the CA file, so a CA file
+/// rewritten on disk is not seen until `drop`, which also starts a new trust generation.
+private final class TLSContexts: @unchecked Sendable {  // every field under `lock`
     private let lock = NSLock()
     private var cache: [String: NIOSSLContext] = [:]
+    private var current = 0
 
-    func context(caFile: String?, insecure: Bool) throws -> NIOSSLContext {
+    var generation: Int { lock.withLock { current } }
+
+    func drop() {
+        lock.withLock {
+            cache = [:]
+            current += 1
+        }
+    }
+
+    /// The context for a trust setting, and the generation it belongs to.
+    func context(caFile: String?, insecure: Bool) throws -> (NIOSSLContext, Int) {
         let key = insecure ? "insecure" : "ca:" + (caFile ?? "")
         lock.lock()
         defer { lock.unlock() }
-        if let c = cache[key] { return c }
+        if let c = cache[key] { return (c, current) }
         var config = TLSConfiguration.makeClientConfiguration()
         if insecure {
             config.certificateVerification = .none
@@ -341,6 +365,6 @@ private final class TLSContexts: @unchecked Sendable {
         }
         let c = try NIOSSLContext(configuration: config)
         cache[key] = c
-        return c
+        return (c, current)
     }
 }
