@@ -8,6 +8,7 @@ let package = Package(
     products: [
         .executable(name: "nftpool", targets: ["nftpool"]),
         .executable(name: "UpdateLatencyBench", targets: ["UpdateLatencyBench"]),
+        .executable(name: "SpecFuzz", targets: ["SpecFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -52,6 +53,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // libFuzzer over the spec decoder (scripts/fuzz-spec builds it with -sanitize=fuzzer and
+        // -DSPECFUZZ_LIBFUZZER in .build-fuzz). A plain build makes a replayer of saved inputs instead.
+        .executableTarget(name: "SpecFuzz", dependencies: ["PoolSpec"]),
         // benchmarks/update-latency.sh: health flip to kernel ACK, release build.
         .executableTarget(name: "UpdateLatencyBench", dependencies: ["PoolSpec", "Ruleset", "Kernel"]),
         // Helpers for tests only: repository paths, running the built binary, scratch network namespaces.
