@@ -127,9 +127,10 @@ struct FieldReader {
     static func join(_ path: String, _ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
 
     /// `join` for a key from the document: one that is not a plain name (empty, spaces, dots, brackets)
-    /// is quoted, so that every path still reads as one: `pools[0]."a b"`, never `pools[0].a b` or "".
+    /// is quoted, so that every path still reads as one: `pools[0]."a b"`, never `pools[0].a b` or "";
+    /// a long one is also elided.
     static func joinKey(_ path: String, _ key: String) -> String {
-        join(path, isPlainName(key) ? key : show(key))
+        join(path, isPlainName(key) && key.utf8.count <= 64 ? key : show(key))
     }
 
     private static func isPlainName(_ key: String) -> Bool {
@@ -160,6 +161,8 @@ struct FieldReader {
 
     /// A known name within edit distance 2 of a misspelt one.
     static func closest(_ word: String, in names: [String]) -> String? {
+        // Edit distance is length × length: a megabyte-long key would take seconds, and is no typo.
+        guard word.utf8.count <= 64 else { return nil }
         let scored = names.map { ($0, editDistance(word.lowercased(), $0.lowercased())) }
         guard let best = scored.min(by: { $0.1 < $1.1 }), best.1 <= 2 else { return nil }
         return best.0

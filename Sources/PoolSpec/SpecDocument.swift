@@ -121,7 +121,9 @@ enum SpecDocument {
         }
     }
 
+    /// A parser's message on one line, cut short: libyaml's quotes the whole line it stopped on.
     static func oneLine(_ s: String) -> String {
-        s.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
+        let line = s.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
+        return line.count > 240 ? line.prefix(200) + "… (cut)" : line
     }
 }

@@ -21,9 +21,9 @@ public func specFuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> 
 }
 
 /// One line, a non-empty path that reads as one (`spec`, `pools[0].backends[2].address`, a quoted key),
-/// then ": " and a non-empty message.
+/// then ": " and a non-empty message; at most 1,000 characters (spec text is elided, never echoed whole).
 func wellFormed(_ e: SpecError) -> Bool {
-    isPath(e.path) && !e.message.isEmpty && !e.description.contains(where: \.isNewline)
+    isPath(e.path) && !e.message.isEmpty && !e.description.contains(where: \.isNewline) && e.description.count <= 1000
 }
 
 /// segment ( "." segment | "[" digits "]" )*, where a segment is a plain name or a "quoted" key.

@@ -71,12 +71,21 @@ import Testing
     @Test func longValuesAreElidedInErrors() {
         let long = String(repeating: "x", count: 100_000)
         let e = errors(edited("192.168.1.110", long))
+        // A long unknown key gets no suggestion (edit distance would cost length²), and is elided too.
+        #expect(errors("{\"\(long)x\": 1, \"pools\": []}") == [
+            "\"\(String(repeating: "x", count: 48))… (100001 characters)\": unknown field; known fields here: table, pools",
+            "pools: must hold at least one pool",
+        ])
+        // libyaml's own message quotes the line it stopped on: that is cut short too.
+        let yaml = errors("table: lb\n\(long)x: 1\n")
+        #expect(yaml.count == 1 && yaml[0].hasPrefix("spec: not valid YAML: ") && yaml[0].count < 300, "\(yaml.map { $0.prefix(300) })")
         #expect(e == ["pools[0].backends[0].address: \"\(String(repeating: "x", count: 48))… (100000 characters)\" is not an IPv4 or IPv6 address"])
     }
 
-    /// libyaml stops at 1,000 levels; JSON's parser at its own limit. Both are errors, not stack overflows.
+    /// libyaml stops at 1,000 levels, JSON's parser at 512: errors, not stack overflows. Just below the
+    /// limits the whole depth goes through Yams' and our own recursive conversion.
     @Test func deepNestingIsAnErrorNotAStackOverflow() {
-        for depth in [1_000, 100_000] {
+        for depth in [511, 999, 1_000, 100_000] {
             expectWellFormed(errors("pools: " + String(repeating: "[", count: depth) + String(repeating: "]", count: depth)))
             expectWellFormed(errors(String(repeating: "- ", count: depth) + "x\n"))
             expectWellFormed(errors("{\"pools\": " + String(repeating: "[", count: depth) + String(repeating: "]", count: depth) + "}"))
