@@ -121,9 +121,11 @@ enum SpecDocument {
         }
     }
 
-    /// A parser's message on one line, cut short: libyaml's quotes the whole line it stopped on.
+    /// A parser's message on one line, cut short: libyaml's quotes the whole line it stopped on. Cut
+    /// after escaping, which makes a control character up to eight.
     static func oneLine(_ s: String) -> String {
-        let line = s.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
+        let line = SpecError.escaped(
+            s.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " "))
         return line.count > 240 ? line.prefix(200) + "… (cut)" : line
     }
 }

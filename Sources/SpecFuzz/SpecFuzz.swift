@@ -57,7 +57,8 @@ func isPath(_ path: String) -> Bool {
 }
 
 func violated(_ what: String) -> Never {
-    print("SpecFuzz invariant violated: \(what)")
+    let line = Array("SpecFuzz invariant violated: \(what)\n".utf8)
+    _ = write(2, line, line.count)  // unbuffered: abort() follows
     abort()
 }
 

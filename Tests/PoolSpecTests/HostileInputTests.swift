@@ -68,6 +68,14 @@ import Testing
         ])
     }
 
+    /// Found by the fuzzer: libyaml quotes the line it refused, here 150 control characters, each
+    /// escaped to `\u{1a}`; the message was cut before escaping and came out over 1,000 characters.
+    @Test func aParserMessageIsCutAfterEscaping() {
+        let e = errors("pools:\n  - name: p\n" + String(repeating: "\u{1a}", count: 150) + "\n")
+        #expect(e.count == 1 && e[0].hasPrefix("spec: not valid YAML: ") && e[0].count < 300, "\(e.map { $0.prefix(300) })")
+        expectWellFormed(e)
+    }
+
     @Test func longValuesAreElidedInErrors() {
         let long = String(repeating: "x", count: 100_000)
         let e = errors(edited("192.168.1.110", long))
