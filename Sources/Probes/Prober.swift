@@ -272,11 +272,13 @@ final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
 
     private func finish(_ result: ProbeResult, context: ChannelHandlerContext, reusable: Bool) {
         answer = nil
-        pending?.succeed(result)
-        pending = nil
-        // Reusable only once the whole response is read, so the next response is the next probe's.
+        // Reusable only once the whole response is read, so the next response is the next probe's. Set
+        // before the result goes out: its callbacks may ask again at once.
         idle = reusable && context.channel.isActive
+        let done = pending
+        pending = nil
         if !reusable { context.close(promise: nil) }
+        done?.succeed(result)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
