@@ -8,6 +8,7 @@ let package = Package(
     products: [
         .executable(name: "nftpool", targets: ["nftpool"]),
         .executable(name: "UpdateLatencyBench", targets: ["UpdateLatencyBench"]),
+        .executable(name: "SpecFuzz", targets: ["SpecFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -52,18 +53,23 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // libFuzzer over the spec decoder (scripts/fuzz-spec builds it with -sanitize=fuzzer and
+        // -DSPECFUZZ_LIBFUZZER in .build-fuzz). A plain build makes a replayer of saved inputs instead.
+        .executableTarget(name: "SpecFuzz", dependencies: ["PoolSpec"]),
         // benchmarks/update-latency.sh: health flip to kernel ACK, release build.
         .executableTarget(name: "UpdateLatencyBench", dependencies: ["PoolSpec", "Ruleset", "Kernel"]),
         // Helpers for tests only: repository paths, running the built binary, scratch network namespaces.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
-        .testTarget(name: "PoolSpecTests", dependencies: ["PoolSpec"]),
+        .testTarget(name: "PoolSpecTests", dependencies: ["PoolSpec", "TestSupport"]),
         .testTarget(
             name: "ProbesTests",
             dependencies: [
-                "Probes", "PoolSpec",
+                "Probes", "PoolSpec", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]),
         .testTarget(name: "RulesetTests", dependencies: ["Ruleset", "PoolSpec", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),

@@ -162,6 +162,8 @@ public final class Daemon {
                 do {
                     let next = try SpecDecoder.load(path: options.specPath)
                     log(core.reload(next, now: now))
+                    // Rotated certificates: the next https probe reads its caFile again.
+                    prober.reloadTrust()
                     refs = watch(core.spec, health: core.health, monitor: monitor)
                 } catch {
                     for e in error.errors { logger.error("reload: \(e.description)") }

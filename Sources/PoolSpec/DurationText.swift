@@ -4,21 +4,27 @@ public enum DurationText {
         ("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000),
     ]
 
+    /// Longest suffix first, so that "ms" is not read as "m".
+    private static let unitsByLength = units.sorted { $0.suffix.count > $1.suffix.count }
+
+    /// nil for text that is not a duration. A sum too large for Int64 milliseconds (`999999999h` written
+    /// many times) is Int64.max milliseconds, which every range check refuses: plain `+` trapped on it.
     public static func parse(_ text: String) -> Duration? {
         var rest = Substring(text)
         var total: Int64 = 0
+        var overflowed = false
         guard !rest.isEmpty else { return nil }
         while !rest.isEmpty {
             let digits = rest.prefix { $0.isASCII && $0.isNumber }
             guard !digits.isEmpty, digits.count <= 9, let value = Int64(digits) else { return nil }
             rest = rest.dropFirst(digits.count)
-            // "ms" before "m": the longest unit that matches.
-            guard let unit = units.sorted(by: { $0.suffix.count > $1.suffix.count }).first(where: { rest.hasPrefix($0.suffix) })
-            else { return nil }
+            guard let unit = unitsByLength.first(where: { rest.hasPrefix($0.suffix) }) else { return nil }
             rest = rest.dropFirst(unit.suffix.count)
-            total += value * unit.milliseconds
+            let (term, o1) = value.multipliedReportingOverflow(by: unit.milliseconds)
+            let (sum, o2) = total.addingReportingOverflow(term)
+            if o1 || o2 { overflowed = true } else { total = sum }
         }
-        return .milliseconds(total)
+        return .milliseconds(overflowed ? .max : total)
     }
 
     /// The shortest spelling that parses back to the same value (`1500ms`, `2s`, `1m`).

@@ -15,7 +15,7 @@ struct FieldReader {
         }
         var fields: [String: SpecNode] = [:]
         for entry in entries {
-            let child = Self.join(path, entry.key)
+            let child = Self.joinKey(path, entry.key)
             if allowed.contains(entry.key) {
                 fields[entry.key] = entry.value
             } else if let guess = Self.closest(entry.key, in: allowed) {
@@ -51,7 +51,11 @@ struct FieldReader {
             return nil
         }
         guard s.kind == .plain, let value = Int(s.text) else {
-            let shown = s.kind == .string ? "the string \"\(s.text)\"" : "\"\(s.text)\""
+            if s.kind == .plain, Self.isDecimal(s.text) {  // beyond Int: out of range, not "not a number"
+                fail(path, "\(Self.show(s.text, quoted: false)) is out of range (\(range.lowerBound)-\(range.upperBound))")
+                return nil
+            }
+            let shown = s.kind == .string ? "the string \(Self.show(s.text))" : Self.show(s.text)
             fail(path, "must be \(what) from \(range.lowerBound) to \(range.upperBound), not \(shown)")
             return nil
         }
@@ -83,22 +87,22 @@ struct FieldReader {
         guard let text = string(node, path) else { return nil }
         if let value = E(rawValue: text) { return value }
         let names = E.allCases.map(\.rawValue)
-        fail(path, "\"\(text)\" is not one of \(names.joined(separator: ", "))")
+        fail(path, "\(Self.show(text)) is not one of \(names.joined(separator: ", "))")
         return nil
     }
 
     mutating func address(_ node: SpecNode, _ path: String) -> IPAddress? {
         guard let text = string(node, path) else { return nil }
         guard let address = IPAddress(text) else {
-            fail(path, "\"\(text)\" is not an IPv4 or IPv6 address")
+            fail(path, "\(Self.show(text)) is not an IPv4 or IPv6 address")
             return nil
         }
         if address.isUnspecified || address.isLimitedBroadcast || address.isMulticast {
-            fail(path, "\"\(text)\" is not a unicast address")
+            fail(path, "\(Self.show(text)) is not a unicast address")
             return nil
         }
         if address.isIPv4Mapped {
-            fail(path, "\"\(text)\" is an IPv4-mapped IPv6 address; write the IPv4 address itself")
+            fail(path, "\(Self.show(text)) is an IPv4-mapped IPv6 address; write the IPv4 address itself")
             return nil
         }
         return address
@@ -110,11 +114,11 @@ struct FieldReader {
             return nil
         }
         guard let d = DurationText.parse(s.text) else {
-            fail(path, "\"\(s.text)\" is not a duration (write e.g. 500ms, 2s, 1m or 1m30s)")
+            fail(path, "\(Self.show(s.text)) is not a duration (write e.g. 500ms, 2s, 1m or 1m30s)")
             return nil
         }
         guard d > .zero, d <= .seconds(3600) else {
-            fail(path, "\(s.text) is out of range (1ms-1h)")
+            fail(path, "\(Self.show(s.text, quoted: false)) is out of range (1ms-1h)")
             return nil
         }
         return d
@@ -122,17 +126,43 @@ struct FieldReader {
 
     static func join(_ path: String, _ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
 
+    /// `join` for a key from the document: one that is not a plain name (empty, spaces, dots, brackets)
+    /// is quoted, so that every path still reads as one: `pools[0]."a b"`, never `pools[0].a b` or "";
+    /// a long one is also elided.
+    static func joinKey(_ path: String, _ key: String) -> String {
+        join(path, isPlainName(key) && key.utf8.count <= 64 ? key : show(key))
+    }
+
+    private static func isPlainName(_ key: String) -> Bool {
+        !key.isEmpty && key.utf8.allSatisfy { $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") || (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) }
+    }
+
+    static func isDecimal(_ text: String) -> Bool {
+        let digits = text.first == "-" || text.first == "+" ? text.utf8.dropFirst() : text.utf8[...]
+        return !digits.isEmpty && digits.allSatisfy { (0x30...0x39).contains($0) }
+    }
+
+    /// Spec text as an error message shows it: quoted, control characters escaped (an error is one
+    /// line), and elided past 64 characters (a crafted megabyte-long value is not echoed whole).
+    static func show(_ text: String, quoted: Bool = true) -> String {
+        var shown = SpecError.escaped(text.count > 64 ? String(text.prefix(48)) : text)
+        if text.count > 64 { shown += "… (\(text.count) characters)" }
+        return quoted ? "\"\(shown)\"" : shown
+    }
+
     static func kind(of node: SpecNode) -> String {
         switch node {
         case .mapping: return "a mapping"
         case .sequence: return "a list"
         case .scalar(let s) where s.isNull: return "null"
-        case .scalar(let s): return "\"\(s.text)\""
+        case .scalar(let s): return show(s.text)
         }
     }
 
     /// A known name within edit distance 2 of a misspelt one.
     static func closest(_ word: String, in names: [String]) -> String? {
+        // Edit distance is length × length: a megabyte-long key would take seconds, and is no typo.
+        guard word.utf8.count <= 64 else { return nil }
         let scored = names.map { ($0, editDistance(word.lowercased(), $0.lowercased())) }
         guard let best = scored.min(by: { $0.1 < $1.1 }), best.1 <= 2 else { return nil }
         return best.0

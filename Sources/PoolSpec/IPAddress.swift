@@ -17,6 +17,8 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
     public var family: IPFamily { bytes.count == 4 ? .ipv4 : .ipv6 }
 
     public init?(_ text: String) {
+        // A C string ends at NUL: "10.0.0.1\0junk" would otherwise read as 10.0.0.1.
+        guard !text.utf8.contains(0) else { return nil }
         // inet_pton accepts only dotted quads and RFC 4291 text: no hostnames, no zones, no prefixes.
         var v4 = in_addr()
         if inet_pton(AF_INET, text, &v4) == 1 {

@@ -1,37 +1,28 @@
-import Foundation
-
 /// Spec text ─► validated Spec. All errors of a document are collected in one pass and thrown together.
 public enum SpecDecoder {
     /// Reads a file, or standard input for "-". A file that cannot be read is an error on path `spec`.
-    public static func load(path: String) throws(SpecErrors) -> Spec {
-        let data: Data
-        if path == "-" {
-            data = FileHandle.standardInput.readDataToEndOfFile()
-        } else {
-            guard let handle = FileHandle(forReadingAtPath: path) else {
-                throw SpecErrors([SpecError(path: "spec", message: "cannot read \(path): \(SpecDecoder.reasonForOpen(path))")])
-            }
-            defer { try? handle.close() }
-            do {
-                data = try handle.readToEnd() ?? Data()
-            } catch {
-                throw SpecErrors([SpecError(path: "spec", message: "cannot read \(path): \(error.localizedDescription)")])
-            }
+    /// With `readingCAFiles` (what validate, run and reload use), every https check's caFile must be
+    /// readable and hold PEM certificates: otherwise the spec validates and every probe fails at run time.
+    public static func load(path: String, readingCAFiles: Bool = true) throws(SpecErrors) -> Spec {
+        let bytes: [UInt8]
+        switch FileBytes.read(path == "-" ? nil : path) {
+        case .success(let b): bytes = b
+        case .failure(let f): throw SpecErrors([SpecError(path: "spec", message: "cannot read \(path): \(f.reason)")])
         }
-        guard let text = String(data: data, encoding: .utf8) else {
-            throw SpecErrors([SpecError(path: "spec", message: "\(path) is not UTF-8 text")])
+        let spec = try decode(bytes, name: path)
+        if readingCAFiles {
+            let errors = CAFileCheck.errors(in: spec)
+            if !errors.isEmpty { throw SpecErrors(errors) }
         }
-        return try decode(text)
+        return spec
     }
 
-    /// Why open(2) refuses a path, in the words of strerror (FileHandle only says that it failed).
-    static func reasonForOpen(_ path: String) -> String {
-        let fd = open(path, O_RDONLY)
-        if fd >= 0 {
-            close(fd)
-            return "it could be opened but not read"
+    /// Spec file bytes (UTF-8, YAML or JSON) ─► validated Spec; `name` is how errors name the input.
+    public static func decode(_ bytes: [UInt8], name: String = "the spec") throws(SpecErrors) -> Spec {
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw SpecErrors([SpecError(path: "spec", message: "\(name) is not UTF-8 text")])
         }
-        return String(cString: strerror(errno))
+        return try decode(text)
     }
 
     public static func decode(_ text: String) throws(SpecErrors) -> Spec {
@@ -188,7 +179,7 @@ public enum SpecDecoder {
         case "none": return SNAT.none
         default:
             if IPAddress(text) == nil {
-                r.fail(path, "\"\(text)\" is not masquerade, none or an IPv4/IPv6 address")
+                r.fail(path, "\(FieldReader.show(text)) is not masquerade, none or an IPv4/IPv6 address")
                 return nil
             }
             return r.address(node, path).map { .address($0) }

@@ -34,6 +34,11 @@ enum SpecDocument {
         if trimmed.isEmpty {
             throw SpecErrors([SpecError(path: "spec", message: "the document is empty")])
         }
+        // Neither YAML nor JSON allows NUL in text; refused here with its line, before any C parser.
+        if let nul = text.utf8.firstIndex(of: 0) {
+            let line = text.utf8[..<nul].reduce(1) { $1 == UInt8(ascii: "\n") ? $0 + 1 : $0 }
+            throw SpecErrors([SpecError(path: "spec", message: "line \(line) holds a NUL byte")])
+        }
         if trimmed.first == "{" || trimmed.first == "[" {
             return try parseJSON(text)
         }
@@ -73,6 +78,8 @@ enum SpecDocument {
     }
 
     private static func parseYAML(_ text: String) throws(SpecErrors) -> SpecNode {
+        let aliases = YAMLAliases.errors(in: text)
+        if !aliases.isEmpty { throw SpecErrors(aliases) }
         let root: Node?
         do {
             // Only the text and quoting of scalars matter here (FieldReader types them), so skip Yams' regex
@@ -104,7 +111,7 @@ enum SpecDocument {
                     continue
                 }
                 let key = keyScalar.string
-                let childPath = path == "spec" ? key : "\(path).\(key)"
+                let childPath = FieldReader.joinKey(path == "spec" ? "" : path, key)
                 entries.append(.init(key: key, value: convert(v, path: childPath, errors: &errors)))
             }
             return .mapping(entries)
@@ -114,7 +121,11 @@ enum SpecDocument {
         }
     }
 
+    /// A parser's message on one line, cut short: libyaml's quotes the whole line it stopped on. Cut
+    /// after escaping, which makes a control character up to eight.
     static func oneLine(_ s: String) -> String {
-        s.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
+        let line = SpecError.escaped(
+            s.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " "))
+        return line.count > 240 ? line.prefix(200) + "… (cut)" : line
     }
 }

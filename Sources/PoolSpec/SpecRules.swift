@@ -9,15 +9,15 @@ enum SpecRules {
     static func checkTableName(_ name: String, _ r: inout FieldReader) -> String? {
         guard isIdentifier(name, first: "abcdefghijklmnopqrstuvwxyz", rest: "abcdefghijklmnopqrstuvwxyz0123456789_-")
         else {
-            r.fail("table", "\"\(name)\" must be a lowercase letter followed by letters, digits, '_' or '-'")
+            r.fail("table", "\(FieldReader.show(name)) must be a lowercase letter followed by letters, digits, '_' or '-'")
             return nil
         }
         guard name.count <= maxNameLength else {
-            r.fail("table", "\"\(name)\" is longer than \(maxNameLength) characters")
+            r.fail("table", "\(FieldReader.show(name)) is longer than \(maxNameLength) characters")
             return nil
         }
         guard !nftReservedWords.contains(name) else {
-            r.fail("table", "\"\(name)\" is an nft keyword and cannot name a table")
+            r.fail("table", "\(FieldReader.show(name)) is an nft keyword and cannot name a table")
             return nil
         }
         return name
@@ -26,11 +26,11 @@ enum SpecRules {
     static func checkPoolName(_ name: String, _ path: String, _ r: inout FieldReader) -> String? {
         let alnum = "abcdefghijklmnopqrstuvwxyz0123456789"
         guard isIdentifier(name, first: alnum, rest: alnum + "-") else {
-            r.fail(path, "\"\(name)\" must match [a-z0-9][a-z0-9-]* (lowercase letters, digits and '-')")
+            r.fail(path, "\(FieldReader.show(name)) must match [a-z0-9][a-z0-9-]* (lowercase letters, digits and '-')")
             return nil
         }
         guard name.count <= maxNameLength else {
-            r.fail(path, "\"\(name)\" is longer than \(maxNameLength) characters")
+            r.fail(path, "\(FieldReader.show(name)) is longer than \(maxNameLength) characters")
             return nil
         }
         return name
@@ -98,16 +98,20 @@ enum SpecRules {
         }
         if c.type != .tcp {
             if !c.path.hasPrefix("/") || !c.path.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F }) {
-                r.fail(p("path"), "\"\(c.path)\" must start with '/' and hold no spaces or control characters")
+                r.fail(p("path"), "\(FieldReader.show(c.path)) must start with '/' and hold no spaces or control characters")
             }
             let hostChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]"
             if c.host.count > 253 || !c.host.allSatisfy({ hostChars.contains($0) }) {
-                r.fail(p("host"), "\"\(c.host)\" is not a host name or address")
+                r.fail(p("host"), "\(FieldReader.show(c.host)) is not a host name or address")
             }
         }
         if c.type == .https {
             if let ca = c.caFile {
-                if !ca.hasPrefix("/") { r.fail(p("caFile"), "\"\(ca)\" must be an absolute path") }
+                if !ca.hasPrefix("/") {
+                    r.fail(p("caFile"), "\(FieldReader.show(ca)) must be an absolute path")
+                } else if ca.utf8.contains(0) {  // open(2) would read only the part before it
+                    r.fail(p("caFile"), "\(FieldReader.show(ca)) holds a NUL character")
+                }
                 if c.insecureSkipVerify {
                     r.fail(p("insecureSkipVerify"), "true contradicts caFile; give one or the other")
                 }

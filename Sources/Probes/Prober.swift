@@ -34,6 +34,14 @@ public final class Prober: Sendable {
         try? await group.shutdownGracefully()
     }
 
+    /// Forgets every TLS context, so that the next https probe reads its caFile again (a rotated CA
+    /// takes effect), and makes each kept https connection close before its next probe: a connection
+    /// kept from before was verified against the old CA, and a request on it does no handshake.
+    /// For SIGHUP. Safe from any thread; probes in flight finish under the trust they started with.
+    public func reloadTrust() {
+        contexts.drop()
+    }
+
     public func probe(_ target: ProbeTarget) async -> ProbeResult {
         (try? await start(target).get()) ?? .failure("probe failed")
     }
@@ -64,6 +72,7 @@ public final class Prober: Sendable {
     {
         let check = target.check
         guard check.type != .tcp, let kept else { return connect(target, at: address, on: loop, kept: nil) }
+        if check.type == .https, kept.trust != contexts.generation { kept.close() }  // trust reloaded since
         let result: EventLoopFuture<ProbeResult>
         if let handler = kept.ready() {
             let done = loop.makePromise(of: ProbeResult.self)
@@ -96,15 +105,15 @@ public final class Prober: Sendable {
         let check = target.check
         let timeout = TimeAmount.milliseconds(check.timeout.milliseconds)
         let label = Self.label(check)
-        let tls: NIOSSLContext?
+        let tls: NIOSSLContext?, trust: Int
         if check.type == .https {
             do {
-                tls = try contexts.context(caFile: check.caFile, insecure: check.insecureSkipVerify)
+                (tls, trust) = try contexts.context(caFile: check.caFile, insecure: check.insecureSkipVerify)
             } catch {
                 return loop.makeSucceededFuture(.failure("\(label): cannot load caFile \(check.caFile ?? ""): \(error)"))
             }
         } else {
-            tls = nil
+            (tls, trust) = (nil, 0)
         }
         let done = loop.makePromise(of: ProbeResult.self)
         // A tcp probe is over when connect is: its connect timeout is the deadline.
@@ -137,7 +146,7 @@ public final class Prober: Sendable {
             case .success(let channel):
                 if check.type == .tcp { done.succeed(.success("tcp: connected")) }
                 if let kept, let status {
-                    kept.hold(channel, status)
+                    kept.hold(channel, status, trust: trust)
                 } else {
                     done.futureResult.whenComplete { _ in channel.close(promise: nil) }
                 }
@@ -168,8 +177,9 @@ public final class Prober: Sendable {
     }
 }
 
-/// Sends a GET per probe and fulfils it with the response status, or with why there was none. With
-/// `keepAlive` the connection stays open between probes while the backend agrees (HTTP/1.1 keep-alive).
+/// Sends a GET per probe and fulfils it with the response status once the whole response is read (a
+/// failing status at once), or with why there was none. With `keepAlive` the connection stays open
+/// between probes while the backend agrees (HTTP/1.1 keep-alive).
 final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
@@ -189,6 +199,9 @@ final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
     private var reused = false
     /// Ready for another request: the last response ended and the backend keeps the connection.
     private(set) var idle = false
+    /// The response being read: its (expected) status, whether the backend keeps the connection, and
+    /// the body bytes read so far.
+    private var answer: (code: Int, keepAlive: Bool, bodyBytes: Int)?
 
     init(path: String, host: String, expect: [Int], label: String, keepAlive: Bool, first: EventLoopPromise<ProbeResult>) {
         self.path = path
@@ -206,6 +219,7 @@ final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Sends the next probe's request on this (idle) connection.
     func ask(_ done: EventLoopPromise<ProbeResult>) {
         pending = done
+        answer = nil
         reused = true
         idle = false
         send()
@@ -230,15 +244,41 @@ final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
         switch unwrapInboundIn(data) {
         case .head(let head):
             let code = Int(head.status.code)
-            pending?.succeed(expect.contains(code) ? .success("\(label): status \(code)") : .failure("\(label): status \(code)"))
-            pending = nil
-            if !(keepAlive && head.isKeepAlive) { context.close(promise: nil) }
-        case .body:
-            break
+            guard expect.contains(code) else {
+                // A failing status is the answer already; the connection is not kept after it.
+                finish(.failure("\(label): status \(code)"), context: context, reusable: false)
+                return
+            }
+            answer = (code, head.isKeepAlive, 0)
+        case .body(let chunk):
+            guard var a = answer else { return }
+            a.bodyBytes += chunk.readableBytes
+            answer = a
+            // A backend streaming this much is alive and answering; the rest is not worth reading, so the
+            // result is decided here and the connection, mid-response, is not reused.
+            if a.bodyBytes > Self.bodyLimit {
+                finish(.success("\(label): status \(a.code)"), context: context, reusable: false)
+            }
         case .end:
-            // Reusable only once the whole response is read, so the next response is the next probe's.
-            idle = context.channel.isActive && keepAlive
+            // Decided on the whole response: a backend that sends a 200 head and then stalls is what
+            // clients see time out, so it must time out here too (the probe's deadline runs until now).
+            guard let a = answer else { return }
+            finish(.success("\(label): status \(a.code)"), context: context, reusable: keepAlive && a.keepAlive)
         }
+    }
+
+    /// Bodies are read and discarded up to this size.
+    static let bodyLimit = 64 * 1024
+
+    private func finish(_ result: ProbeResult, context: ChannelHandlerContext, reusable: Bool) {
+        answer = nil
+        // Reusable only once the whole response is read, so the next response is the next probe's. Set
+        // before the result goes out: its callbacks may ask again at once.
+        idle = reusable && context.channel.isActive
+        let done = pending
+        pending = nil
+        if !reusable { context.close(promise: nil) }
+        done?.succeed(result)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -253,6 +293,7 @@ final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
 
     private func end(failure: String) {
         idle = false
+        answer = nil
         guard let pending else { return }
         self.pending = nil
         if reused {
@@ -269,6 +310,8 @@ final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
 final class KeptConnection: @unchecked Sendable {
     private var channel: Channel?
     private var handler: StatusHandler?
+    /// The trust generation (Prober.reloadTrust) the connection's TLS handshake was verified under.
+    private(set) var trust = 0
 
     init() {}
 
@@ -279,10 +322,11 @@ final class KeptConnection: @unchecked Sendable {
         return nil
     }
 
-    func hold(_ channel: Channel, _ handler: StatusHandler) {
+    func hold(_ channel: Channel, _ handler: StatusHandler, trust: Int = 0) {
         close()
         self.channel = channel
         self.handler = handler
+        self.trust = trust
     }
 
     /// Closes (with a reset, as every probe connection) and forgets the connection.
@@ -293,16 +337,28 @@ final class KeptConnection: @unchecked Sendable {
     }
 }
 
-/// One NIOSSLContext per trust setting: building one reads and parses the CA file.
-private final class TLSContexts: @unchecked Sendable {
+/// One NIOSSLContext per trust setting: building one reads and parses the CA file, so a CA file
+/// rewritten on disk is not seen until `drop`, which also starts a new trust generation.
+private final class TLSContexts: @unchecked Sendable {  // every field under `lock`
     private let lock = NSLock()
     private var cache: [String: NIOSSLContext] = [:]
+    private var current = 0
 
-    func context(caFile: String?, insecure: Bool) throws -> NIOSSLContext {
+    var generation: Int { lock.withLock { current } }
+
+    func drop() {
+        lock.withLock {
+            cache = [:]
+            current += 1
+        }
+    }
+
+    /// The context for a trust setting, and the generation it belongs to.
+    func context(caFile: String?, insecure: Bool) throws -> (NIOSSLContext, Int) {
         let key = insecure ? "insecure" : "ca:" + (caFile ?? "")
         lock.lock()
         defer { lock.unlock() }
-        if let c = cache[key] { return c }
+        if let c = cache[key] { return (c, current) }
         var config = TLSConfiguration.makeClientConfiguration()
         if insecure {
             config.certificateVerification = .none
@@ -311,6 +367,6 @@ private final class TLSContexts: @unchecked Sendable {
         }
         let c = try NIOSSLContext(configuration: config)
         cache[key] = c
-        return c
+        return (c, current)
     }
 }

@@ -105,7 +105,7 @@ struct StatusCommand: ParsableCommand {
     func run() throws {
         var paths: [String]
         if let file {
-            let spec = try SpecInput.load(file)
+            let spec = try SpecInput.load(file, readingCAFiles: false)
             paths = [statusFile ?? StatusFile.defaultPath(table: spec.table, namespace: DaemonLock.namespaceID(named: netns))]
         } else {
             paths = statusFile.map { [$0] } ?? StatusFile.all()

@@ -18,7 +18,7 @@ struct KernelOptions: ParsableArguments {
 
     /// The spec is validated before the kernel is touched: exit 2 always means nothing was sent.
     func prepare(_ input: SpecInput) throws -> (spec: Spec, table: Table, kernel: NetfilterKernel) {
-        let spec = try input.load()
+        let spec = try input.load(readingCAFiles: false)
         return (spec, RulesetBuilder.table(for: spec), try kernel())
     }
 }
@@ -108,7 +108,7 @@ struct DeleteCommand: ParsableCommand {
     @OptionGroup var options: KernelOptions
 
     func run() throws {
-        let spec = try input.load()
+        let spec = try input.load(readingCAFiles: false)
         try options.refuseWhileADaemonRuns(spec.table)
         let kernel = try options.kernel()
         let existed = try reportingKernelErrors { () throws(KernelError) in

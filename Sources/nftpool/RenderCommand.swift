@@ -16,7 +16,7 @@ struct RenderCommand: ParsableCommand {
     @OptionGroup var input: SpecInput
 
     func run() throws {
-        let spec = try input.load()
+        let spec = try input.load(readingCAFiles: false)
         print(NftRenderer.script(RulesetBuilder.table(for: spec)), terminator: "")
     }
 }

@@ -7,12 +7,14 @@ struct SpecInput: ParsableArguments {
     @Argument(help: ArgumentHelp("The pool spec, YAML or JSON; - reads standard input.", valueName: "FILE"))
     var file: String
 
-    /// The validated spec, or every error printed to stderr and exit 2.
-    func load() throws -> Spec { try Self.load(file) }
+    /// The validated spec, or every error printed to stderr and exit 2. `readingCAFiles`: for commands
+    /// that probe or vouch for probing (validate, run); render, diff, apply, delete and status never read
+    /// a CA file, and the examples (whose CA lives on a control-plane node) render and apply anywhere.
+    func load(readingCAFiles: Bool = true) throws -> Spec { try Self.load(file, readingCAFiles: readingCAFiles) }
 
-    static func load(_ file: String) throws -> Spec {
+    static func load(_ file: String, readingCAFiles: Bool = true) throws -> Spec {
         do {
-            return try SpecDecoder.load(path: file)
+            return try SpecDecoder.load(path: file, readingCAFiles: readingCAFiles)
         } catch {
             for e in error.errors { Stderr.print(e.description) }
             throw ExitCode(ExitStatus.invalidSpec)

@@ -6,11 +6,30 @@ import TestSupport
 @Suite struct CLITests {
     let good = Repo.rulesets.appendingPathComponent("kube-apiserver.yaml").path
 
+    /// kube-apiserver.yaml names /etc/kubernetes/pki/ca.crt; validate reads it, so the test points the
+    /// example at a CA it makes.
     @Test func validateValidSpec() throws {
-        let r = try Repo.run(Repo.nftpool, ["validate", good])
+        let ca = try ThrowawayCA("validate")
+        let spec = ca.dir.appendingPathComponent("kube-apiserver.yaml").path
+        let yaml = try String(contentsOfFile: good, encoding: .utf8)
+            .replacingOccurrences(of: "/etc/kubernetes/pki/ca.crt", with: ca.certificate.path)
+        try yaml.write(toFile: spec, atomically: true, encoding: .utf8)
+        let r = try Repo.run(Repo.nftpool, ["validate", spec])
         #expect(r.status == 0)
-        #expect(r.out == "\(good): valid: table inet nftpool, 1 pool, 1 frontend, 3 backends\n")
+        #expect(r.out == "\(spec): valid: table inet nftpool, 1 pool, 1 frontend, 3 backends\n")
         #expect(r.err.isEmpty)
+    }
+
+    /// A caFile that cannot be read fails validate (exit 2) with its path, instead of every https probe
+    /// at run time; render, which never reads it, still works.
+    @Test func validateReadsTheCAFileAndRenderDoesNot() throws {
+        let yaml = try String(contentsOfFile: good, encoding: .utf8)
+            .replacingOccurrences(of: "/etc/kubernetes/pki/ca.crt", with: "/nonexistent/ca.crt")
+        let r = try Repo.run(Repo.nftpool, ["validate", "-"], stdin: yaml)
+        #expect(r.status == 2 && r.out.isEmpty)
+        #expect(r.err == "pools[0].healthCheck.caFile: cannot read /nonexistent/ca.crt: No such file or directory\n")
+        let render = try Repo.run(Repo.nftpool, ["render", "-"], stdin: yaml)
+        #expect(render.status == 0 && render.err.isEmpty)
     }
 
     @Test func validateInvalidSpecExits2WithOneLinePerError() throws {
@@ -44,6 +63,45 @@ import TestSupport
         let r = try Repo.run(Repo.nftpool, ["validate", "/nonexistent/spec.yaml"])
         #expect(r.status == 2)
         #expect(r.err == "spec: cannot read /nonexistent/spec.yaml: No such file or directory\n")
+    }
+
+    /// A directory used to print an NSCocoaErrorDomain error; every unusable FILE is one line, exit 2.
+    @Test func directoriesEmptyFilesAndEmptyStdinExit2() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("nftpool-cli-\(getpid())-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let empty = dir.appendingPathComponent("empty.yaml")
+        try Data().write(to: empty)
+        let notText = dir.appendingPathComponent("latin1.yaml")
+        try Data([0x74, 0x61, 0x62, 0x6C, 0x65, 0x3A, 0x20, 0xE9, 0x0A]).write(to: notText)
+        for (arguments, stdin, err) in [
+            (["validate", dir.path], nil, "spec: cannot read \(dir.path): Is a directory\n"),
+            (["render", dir.path], nil, "spec: cannot read \(dir.path): Is a directory\n"),
+            (["validate", empty.path], nil, "spec: the document is empty\n"),
+            (["validate", "-"], "", "spec: the document is empty\n"),
+            (["validate", notText.path], nil, "spec: \(notText.path) is not UTF-8 text\n"),
+        ] as [([String], String?, String)] {
+            let r = try Repo.run(Repo.nftpool, arguments, stdin: stdin)
+            #expect(r.status == 2 && r.out.isEmpty, "\(arguments)")
+            #expect(r.err == err, "\(arguments)")
+        }
+    }
+
+    /// chmod 000 stops everyone but root; the test runs as root, so it reads the file as another user.
+    @Test func aFileWithoutReadPermissionExits2() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("nftpool-perm-\(getpid())-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let spec = dir.appendingPathComponent("spec.yaml")
+        try FileManager.default.copyItem(atPath: Repo.rulesets.appendingPathComponent("weighted.yaml").path, toPath: spec.path)
+        try FileManager.default.setAttributes([.posixPermissions: 0o000], ofItemAtPath: spec.path)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: dir.path)
+        let arguments = ["validate", spec.path]
+        let r = getuid() == 0
+            ? try Repo.run(URL(fileURLWithPath: "/usr/bin/setpriv"), ["--reuid=65534", "--regid=65534", "--clear-groups", Repo.nftpool.path] + arguments)
+            : try Repo.run(Repo.nftpool, arguments)
+        #expect(r.status == 2 && r.out.isEmpty)
+        #expect(r.err == "spec: cannot read \(spec.path): Permission denied\n")
     }
 
     @Test func helpListsEveryCommand() throws {
