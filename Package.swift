@@ -73,6 +73,10 @@ let package = Package(
             ]),
         .testTarget(name: "RulesetTests", dependencies: ["Ruleset", "PoolSpec", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
+        // The kernel layer's plans and batches, computed without a kernel: runs without root.
+        .testTarget(name: "KernelPlanTests", dependencies: ["Ruleset", "PoolSpec", "Kernel"]),
+        // The daemon's decisions against the in-memory FakeKernel: runs without root.
+        .testTarget(name: "DaemonCoreTests", dependencies: ["Daemon", "Kernel", "Ruleset", "PoolSpec", "Probes"]),
         // Needs root, nft and network namespaces; fails (never skips) when it cannot run them.
         .testTarget(name: "KernelAcceptanceTests", dependencies: ["Ruleset", "PoolSpec", "Kernel", "TestSupport"]),
         // Real traffic: namespaces joined by veth and a bridge, Python servers in the backends (integration/).

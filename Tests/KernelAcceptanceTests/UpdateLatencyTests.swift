@@ -21,9 +21,20 @@ import TestSupport
         var times: [Double] = []
         var messages: [Int] = []
 
+        /// The shape HealthFlipTests (KernelPlanTests) plans against.
+        static func spec(pools: Int, backends: Int) -> Spec {
+            Spec(table: "big", pools: (0..<pools).map { p in
+                Pool(
+                    name: "p\(p)", frontends: [Frontend(address: IPAddress("10.\(p / 250).\(p % 250).1")!, port: 443)],
+                    backends: (0..<backends).map { b in
+                        Backend(address: IPAddress("172.16.\(p % 250).\(b + 1)")!, port: UInt16(8000 + p / 250))
+                    })
+            })
+        }
+
         init(pools: Int) throws {
             ns = try ScratchNamespace("latency-\(pools)")
-            spec = HealthFlipTests.spec(pools: pools, backends: 10)
+            spec = Self.spec(pools: pools, backends: 10)
             kernel = try NetfilterKernel(netns: ns.name)
             table = RulesetBuilder.table(for: spec, health: health)
             try kernel.apply(table)
