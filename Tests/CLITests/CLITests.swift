@@ -115,6 +115,6 @@ import TestSupport
     @Test func statusWithoutADaemonSaysSoAndExits1() throws {
         let r = try Repo.run(Repo.nftpool, ["status", "--status-file", "/nonexistent/x.json", Repo.rulesets.appendingPathComponent("weighted.yaml").path])
         #expect(r.status == 1)
-        #expect(r.err == "no status for table nftpool at /nonexistent/x.json: is `nftpool run` running?\n")
+        #expect(r.err == "no status at /nonexistent/x.json: is `nftpool run` running?\n")
     }
 }

@@ -77,8 +77,8 @@ import TestSupport
         print("figure: health flip to kernel ACK, 1,000 pools x 10 backends, 200 flips: p50 \(String(format: "%.2f", large.p50)) ms, p99 \(String(format: "%.2f", times[times.count * 99 / 100])) ms, max \(String(format: "%.2f", times.last!)) ms; 10 pools x 10 alongside: p50 \(String(format: "%.2f", small.p50)) ms; ratio \(String(format: "%.2f", ratio))")
         // A debug build beside other suites: absolute times here say little (benchmarks/update-latency.sh
         // measures the release build alone); the ratio says whether the size of the ruleset shows. Seen
-        // here: 2.4 (a debug build walks the 1,000 pools' sets by name); a flip that re-read or re-sent
-        // the table would cost 50 times and more.
-        #expect(ratio < 5, "100 times the ruleset, \(ratio) times the p50")
+        // here: 2.4 alone, up to 5.5 beside the integration suites (a debug build walks the 1,000 pools'
+        // sets by name); a flip that re-read or re-sent the table costs 50 times and more.
+        #expect(ratio < 10, "100 times the ruleset, \(ratio) times the p50")
     }
 }
