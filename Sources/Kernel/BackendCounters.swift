@@ -2,30 +2,32 @@ import CNetfilter
 import PoolSpec
 import Ruleset
 
-/// The per-backend packet and byte counters of the `backends-v4`/`backends-v6` sets (counted after DNAT,
-/// in forward and output), for `nftpool status`.
+/// Per-element packet and byte counters of counted sets, read at the time of asking (for `status` and
+/// metrics), decoded by the declarations the caller gives: which sets count what is Ruleset's business.
 extension NetfilterKernel {
     public struct Counter: Equatable, Sendable {
         public var packets: UInt64
         public var bytes: UInt64
+
+        public init(packets: UInt64, bytes: UInt64) {
+            self.packets = packets
+            self.bytes = bytes
+        }
     }
 
-    /// Counters per backend endpoint (`10.0.0.1:80`, `[fd00::1]:80`), summed over protocols; nil when the
-    /// table does not exist.
-    public func backendCounters(of table: String) throws(KernelError) -> [String: Counter]? {
+    /// Each named set's elements with their counters; nil when the table does not exist.
+    public func counters(of table: String, sets: [NamedSet]) throws(KernelError) -> [String: [(element: Element, counter: Counter)]]? {
         guard try tableComment(table) != nil else { return nil }
-        var out: [String: Counter] = [:]
-        for set in ["backends-v4", "backends-v6"] {
-            for message in try dump(NFT_MSG_GETSETELEM, table: table, set: set) {
+        var out: [String: [(element: Element, counter: Counter)]] = [:]
+        for set in sets {
+            var list: [(element: Element, counter: Counter)] = []
+            for message in try dump(NFT_MSG_GETSETELEM, table: table, set: set.name) {
                 for (key, counter) in parseCounters(message) {
-                    // key: address . inet_proto (padded to 4) . inet_service (padded to 4)
-                    guard key.count == 12 || key.count == 24 else { continue }
-                    let addressLength = key.count - 8
-                    let endpoint = Self.endpoint(address: key[0..<addressLength], port: key[(addressLength + 4)...])
-                    out[endpoint, default: Counter(packets: 0, bytes: 0)].packets += counter.packets
-                    out[endpoint, default: Counter(packets: 0, bytes: 0)].bytes += counter.bytes
+                    let bytes = KernelSnapshot.ElementBytes(key: PackedBytes(key), data: nil)
+                    if let element = ElementDecoding.element(bytes, of: set) { list.append((element, counter)) }
                 }
             }
+            out[set.name] = list
         }
         return out
     }
@@ -39,7 +41,7 @@ extension NetfilterKernel {
             var out: [([UInt8], Counter)] = []
             while let element = nftnl_set_elems_iter_next(it) {
                 var len: UInt32 = 0
-                guard let p = nftnl_set_elem_get(element, UInt16(NFTNL_SET_ELEM_KEY), &len) else { continue }
+                guard let p = nftnl_set_elem_get(element, UInt16(NFTNL_SET_ELEM_KEY), &len), len <= PackedBytes.capacity else { continue }
                 let key = Array(UnsafeRawBufferPointer(start: p, count: Int(len)))
                 var counter = Counter(packets: 0, bytes: 0)
                 _ = withUnsafeMutablePointer(to: &counter) { target in

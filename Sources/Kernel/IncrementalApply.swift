@@ -48,27 +48,4 @@ extension NetfilterKernel {
         }
         return plan
     }
-
-    /// Per slot map (`pool-NAME-slots`), the endpoints (`10.0.0.1:80`, `[fd00::1]:80`) its slots send to
-    /// now; nil when the table does not exist. A daemon adopting a table starts from this membership.
-    public func slotEndpoints(of name: String) throws(KernelError) -> [String: Set<String>]? {
-        guard let snapshot = try snapshot(of: name) else { return nil }
-        var out: [String: Set<String>] = [:]
-        for (setName, state) in snapshot.sets where setName.hasPrefix("pool-") && setName.hasSuffix("-slots") {
-            // Slot data: address, then the port padded to 4 bytes.
-            out[setName] = Set(state.elements.compactMap { element in
-                guard let data = element.data?.array, data.count == 8 || data.count == 20 else { return nil }
-                return Self.endpoint(address: data[0..<(data.count - 4)], port: data[(data.count - 4)...])
-            })
-        }
-        return out
-    }
-}
-
-extension NetfilterKernel {
-    /// The endpoint text of an address and a big-endian port as set elements carry them.
-    static func endpoint(address: ArraySlice<UInt8>, port: ArraySlice<UInt8>) -> String {
-        let p = UInt16(port[port.startIndex]) << 8 | UInt16(port[port.startIndex + 1])
-        return Backend.endpoint(IPAddress(bytes: Array(address)), p)
-    }
 }

@@ -54,3 +54,17 @@ public enum SlotMembership {
         }
     }
 }
+
+/// The sets whose per-element counters count traffic towards each backend (after DNAT, in forward
+/// and output), and how their keys name a backend.
+public enum BackendCounterSets {
+    /// The declarations (no elements); the same in every table nftpool writes.
+    public static let sets: [NamedSet] = RulesetBuilder.table(for: Spec(table: "x", pools: [])).sets
+        .filter { $0.name.hasPrefix("backends-") }
+
+    /// address . protocol . port ─► the backend's endpoint text (protocols summed by the caller).
+    public static func endpoint(of key: [Value]) -> String? {
+        guard key.count == 3, case .address(let a) = key[0], case .port(let p) = key[2] else { return nil }
+        return Backend.endpoint(a, p)
+    }
+}

@@ -4,6 +4,7 @@ import Foundation
 import Kernel
 import Logging
 import PoolSpec
+import Ruleset
 
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -146,7 +147,12 @@ struct StatusCommand: ParsableCommand {
         let now = Date().timeIntervalSince1970
         var counters: [String: NetfilterKernel.Counter] = [:]
         do {
-            counters = try NetfilterKernel(netns: netns ?? doc.netns).backendCounters(of: doc.table) ?? [:]
+            let read = try NetfilterKernel(netns: netns ?? doc.netns).counters(of: doc.table, sets: BackendCounterSets.sets) ?? [:]
+            for (element, c) in read.values.joined() {
+                guard let endpoint = BackendCounterSets.endpoint(of: element.key) else { continue }
+                counters[endpoint, default: .init(packets: 0, bytes: 0)].packets += c.packets
+                counters[endpoint, default: .init(packets: 0, bytes: 0)].bytes += c.bytes
+            }
         } catch {
             Stderr.print("kernel counters unavailable: \(error)")
         }
