@@ -138,7 +138,9 @@ public final class Daemon {
                     }
                 }
             case .kernel(.changed(let generation, let pid, let process, let ours)):
-                if !ours { log(core.kernelChanged(by: "\(process) (pid \(pid))", now: now)) }
+                if !ours && generation != kernel.lastCommitGeneration {
+                    log(core.kernelChanged(by: "\(process) (pid \(pid))", now: now))
+                }
                 verified = generation
             case .kernel(.elsewhere(let generation)):
                 verified = generation

@@ -112,6 +112,8 @@ public final class FakeKernel: KernelClient {
 
     public func generation() throws(KernelError) -> UInt32 { currentGeneration }
 
+    public var lastCommitGeneration: UInt32? { lastGeneration }
+
     public func elements(of table: String, sets: [NamedSet]) throws(KernelError) -> [String: [Element]]? {
         guard let t = tables[table] else { return nil }
         var out: [String: [Element]] = [:]

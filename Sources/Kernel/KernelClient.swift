@@ -13,6 +13,9 @@ public protocol KernelClient: AnyObject {
     /// What apply would change; empty when the kernel holds exactly `table`.
     func diff(_ table: Table, force: Bool) throws(KernelError) -> [String]
     @discardableResult func delete(tableNamed name: String, force: Bool) throws(KernelError) -> Bool
+    /// The generation our own last commit produced (nil when unknown): an nftables event of that
+    /// generation is ours even where the committing thread cannot be recognised (another pid namespace).
+    var lastCommitGeneration: UInt32? { get }
     /// The ruleset generation: one more per committed transaction, by anyone.
     func generation() throws(KernelError) -> UInt32
     /// The elements of the named sets as they are in the kernel, decoded by the declarations given
@@ -23,4 +26,6 @@ public protocol KernelClient: AnyObject {
     func deleteConnections(to targets: [NetfilterKernel.ConnectionTarget]) throws(KernelError) -> [Int]
 }
 
-extension NetfilterKernel: KernelClient {}
+extension NetfilterKernel: KernelClient {
+    public var lastCommitGeneration: UInt32? { lastGeneration }
+}
