@@ -73,28 +73,25 @@ public final class Daemon {
         Self.raiseDescriptorLimit()
         let kernel = try NetfilterKernel()
 
-        // Subscribe before the first apply, so that no foreign change after it goes unseen.
-        let stopMonitor = LockedBox(false)
+        // Subscribe before the first apply, and count generations from before it, so that no foreign
+        // change after it goes unseen (nftables.service flushing at boot, say).
         let table = options.spec.table
-        let monitorThread = Thread {
-            let monitor: RulesetMonitor
-            do {
-                monitor = try RulesetMonitor(table: table)
-            } catch {
-                sink.yield(.monitorFailed("\(error)"))
-                return
-            }
-            while !stopMonitor.withLock({ $0 }) {
-                for e in monitor.next() { sink.yield(.kernel(e)) }
-            }
+        let stopMonitor = LockedBox(false)
+        do {
+            let monitor = try RulesetMonitor(table: table, ownPort: kernel.portID)
+            Thread {
+                while !stopMonitor.withLock({ $0 }) {
+                    for e in monitor.next() { sink.yield(.kernel(e)) }
+                }
+            }.start()
+        } catch {
+            sink.yield(.monitorFailed("\(error)"))
         }
-        monitorThread.start()
         defer { stopMonitor.withLock { $0 = true } }
+        var verified = (try? kernel.generation()) ?? 0
 
         let core = DaemonCore(spec: options.spec, kernel: kernel, force: options.force)
         log(try core.start())
-        // The generation every commit up to which is accounted for (by an event or a check).
-        var verified = (try? kernel.generation()) ?? 0
         var suspect: UInt32?
         var monitorAlive = true
 
@@ -113,7 +110,7 @@ public final class Daemon {
         var refs = watch(core.spec, health: core.health, monitor: monitor)
         let statusPath = options.statusPath ?? StatusFile.defaultPath(table: table, namespace: DaemonLock.namespaceID())
         let status = StatusFile(path: statusPath)
-        status.write(core, specPath: options.specPath, netns: options.netns, monitor: monitor)
+        status.write(core, specPath: options.specPath, netns: options.netns, lock: lock.path, monitor: monitor)
         var statusDirty = false
         var lastStatus = ContinuousClock.now
         var lastGenerationCheck = ContinuousClock.now
@@ -122,16 +119,21 @@ public final class Daemon {
             let now = ContinuousClock.now
             switch event {
             case .tick:
-                log(core.tick(now: now))
+                let retried = core.tick(now: now)
+                log(retried)
+                if !retried.isEmpty { statusDirty = true }
                 if now - lastGenerationCheck >= options.generationCheck {
                     lastGenerationCheck = now
                     // A commit no event told us about: the subscription lost it, or events are still
                     // queued (then the next check finds it accounted for).
                     if let g = try? kernel.generation(), g != verified {
-                        if monitorAlive && suspect != g {
+                        if g == kernel.lastCommitGeneration {
+                            verified = g  // our own last commit
+                        } else if monitorAlive && suspect != g {
                             suspect = g
                         } else {
                             log(core.kernelChanged(by: "a commit no nftables event reported (generation \(g))", now: now))
+                            statusDirty = true
                             verified = g
                             suspect = nil
                         }
@@ -174,10 +176,17 @@ public final class Daemon {
             case .signal(.stop(let signal)):
                 monitor.stopAll()
                 await prober.shutdown()
+                // What the kernel holds now, not what our bookkeeping believes: a flush whose event is
+                // still queued must not be reported as traffic flowing.
+                let holds = (try? kernel.diff(core.desired, force: options.force))?.isEmpty == true
                 if options.cleanupOnExit {
-                    _ = try? kernel.delete(tableNamed: table)
-                    logger.notice("\(signal): stopped; deleted table inet \(table) (--cleanup-on-exit)")
-                } else if core.inSync {
+                    do {
+                        try kernel.delete(tableNamed: table, force: options.force)
+                        logger.notice("\(signal): stopped; deleted table inet \(table) (--cleanup-on-exit)")
+                    } catch {
+                        logger.error("\(signal): stopped; could not delete table inet \(table) (--cleanup-on-exit): \(error)")
+                    }
+                } else if holds {
                     logger.notice("\(signal): stopped; table inet \(table) stays in the kernel, traffic keeps flowing")
                 } else {
                     logger.warning("\(signal): stopped; table inet \(table) stays in the kernel but does not hold what this daemon wanted (\(core.failure?.error ?? "not confirmed"))")
@@ -185,10 +194,11 @@ public final class Daemon {
                 status.remove()
                 return
             }
-            statusDirty = true
-            // Written at most every half second; the times in it are absolute, so it does not go stale.
-            if statusDirty && now - lastStatus >= .milliseconds(500) {
-                status.write(core, specPath: options.specPath, netns: options.netns, monitor: monitor)
+            if case .tick = event {} else { statusDirty = true }
+            // Written at most every half second (and every 10 s regardless, as a sign of life); the times
+            // in it are absolute, so it does not go stale.
+            if (statusDirty && now - lastStatus >= .milliseconds(500)) || now - lastStatus >= .seconds(10) {
+                status.write(core, specPath: options.specPath, netns: options.netns, lock: lock.path, monitor: monitor)
                 statusDirty = false
                 lastStatus = now
             }

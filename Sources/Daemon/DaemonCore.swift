@@ -39,6 +39,9 @@ public final class DaemonCore {
     /// Foreign changes found and restored.
     public private(set) var repairs = 0
 
+    var recentRepairs: [ContinuousClock.Instant] = []
+    static let repairsPerSecond = 5
+
     let kernel: any KernelClient
     let force: Bool
     static let firstRetry: Duration = .milliseconds(100)
@@ -136,10 +139,18 @@ public final class DaemonCore {
                 + fail(error, now: now)
         }
         guard !differences.isEmpty else { return [] }
-        repairs += 1
         applied = nil  // the kernel no longer holds our last commit: plan against a read-back
+        recentRepairs = recentRepairs.filter { now - $0 < .seconds(1) } + [now]
+        if recentRepairs.count > Self.repairsPerSecond {
+            // Another writer restores its own version each time we restore ours: back off (the retry
+            // doubles up to 5 s) instead of two programs rewriting the table as fast as they can.
+            let error = "another writer keeps changing the table (\(recentRepairs.count) repairs within a second; last by \(who))"
+            fail(error, now: now)
+            return [Line(level: .error, text: "table inet \(spec.table): \(error); restoring again in \(Self.text(failure!.next - now))")]
+        }
         let shown = differences.prefix(5).joined(separator: "; ") + (differences.count > 5 ? "; and \(differences.count - 5) more" : "")
         let (outcome, extra) = sync(now: now)
+        if failure == nil { repairs += 1 }
         return [Line(level: .warning, text: "table inet \(spec.table) was changed by \(who): \(differences.count) difference\(differences.count == 1 ? "" : "s") (\(shown)); restoring: \(outcome)")] + extra
     }
 
@@ -169,7 +180,7 @@ public final class DaemonCore {
     }
 
     @discardableResult
-    func fail(_ error: Error, now: ContinuousClock.Instant) -> [Line] {
+    func fail(_ error: Any, now: ContinuousClock.Instant) -> [Line] {
         let attempts = (failure?.attempts ?? 0) + 1
         var delay = Self.firstRetry
         for _ in 1..<attempts where delay < Self.maxRetry { delay *= 2 }
@@ -177,9 +188,14 @@ public final class DaemonCore {
         return []
     }
 
-    /// Closes the connections of backends that went down, now that the kernel no longer routes to them.
+    /// Closes the connections of backends that went down, now that the kernel no longer routes to them
+    /// (a backend still holding slots, as every backend of a fail-open pool with none up does, keeps them).
     func closeConnections() -> [Line] {
-        let refs = pendingClose.filter { health.down.contains($0) }.sorted { $0.description < $1.description }
+        let refs = pendingClose.filter { ref in
+            guard health.down.contains(ref) else { return false }
+            guard let applied, let pool = spec.pools.first(where: { $0.name == ref.pool }) else { return true }
+            return SlotMembership.held(pool, in: applied)[ref.endpoint, default: 0] == 0
+        }.sorted { $0.description < $1.description }
         pendingClose = []
         var targets: [(ref: BackendRef, target: NetfilterKernel.ConnectionTarget)] = []
         for ref in refs {
@@ -197,6 +213,7 @@ public final class DaemonCore {
                 return Line(level: .notice, text: "pool \(t.ref.pool) backend \(t.ref.endpoint): closed \(n) connection\(n == 1 ? "" : "s") (onBackendDown: close-connections)")
             }
         } catch {
+            pendingClose.formUnion(refs)  // tried again after the next commit
             return [Line(level: .error, text: "cannot close the connections of \(targets.map(\.ref.description).joined(separator: ", ")): \(error)")]
         }
     }

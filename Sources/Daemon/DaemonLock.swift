@@ -58,7 +58,7 @@ public final class DaemonLock {
         holder(path: path(table: table, namespace: namespace))
     }
 
-    static func holder(path: String) -> Int32? {
+    public static func holder(path: String) -> Int32? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }

@@ -24,6 +24,9 @@ public struct StatusFile: Sendable {
         public var spec: String
         /// The network namespace the daemon runs in (`ip netns` name), nil for the one it was started in.
         public var netns: String?
+        /// The lock the daemon holds for its life: whether it still runs is asked of the lock, not of a
+        /// pid that may have been reused (or be in another pid namespace).
+        public var lock: String?
         /// Wall-clock seconds of this write.
         public var updated: Double
         public var kernel: KernelState
@@ -65,7 +68,7 @@ public struct StatusFile: Sendable {
         public var bytes: UInt64?
     }
 
-    func write(_ core: DaemonCore, specPath: String, netns: String?, monitor: HealthMonitor) {
+    func write(_ core: DaemonCore, specPath: String, netns: String?, lock: String, monitor: HealthMonitor) {
         let probes = monitor.status()
         let now = ContinuousClock.now
         let wall = Date().timeIntervalSince1970
@@ -91,7 +94,7 @@ public struct StatusFile: Sendable {
             inSync: core.inSync,
             outOfSyncSince: failure.map { wall - Self.seconds($0.since.duration(to: now)) },
             error: failure?.error, refusedAttempts: failure?.attempts ?? 0, repairs: core.repairs)
-        let doc = Document(table: core.spec.table, pid: getpid(), spec: specPath, netns: netns, updated: wall, kernel: kernel, pools: pools)
+        let doc = Document(table: core.spec.table, pid: getpid(), spec: specPath, netns: netns, lock: lock, updated: wall, kernel: kernel, pools: pools)
         guard let data = try? JSONEncoder().encode(doc) else { return }
         let dir = (path as NSString).deletingLastPathComponent
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -112,6 +115,12 @@ public struct StatusFile: Sendable {
     public static func all(in directory: String = DaemonLock.directory) -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         return names.filter { $0.hasSuffix(".json") }.sorted().map { "\(directory)/\($0)" }
+    }
+
+    /// Whether the daemon that wrote `doc` still runs.
+    public static func isLive(_ doc: Document) -> Bool {
+        if let lock = doc.lock { return DaemonLock.holder(path: lock) != nil }
+        return kill(doc.pid, 0) == 0 || errno == EPERM
     }
 
     static func seconds(_ d: Duration) -> Double {

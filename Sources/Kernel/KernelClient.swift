@@ -18,8 +18,9 @@ public protocol KernelClient: AnyObject {
     var lastCommitGeneration: UInt32? { get }
     /// The ruleset generation: one more per committed transaction, by anyone.
     func generation() throws(KernelError) -> UInt32
-    /// The elements of the named sets as they are in the kernel, decoded by the declarations given
-    /// (a set whose declaration differs in the kernel is left out); nil when the table does not exist.
+    /// The elements of the named sets as they are in the kernel, decoded by the declarations given (a
+    /// set whose elements read differently, other key or data types, is left out; another modulus or
+    /// size is not a difference); nil when the table does not exist.
     func elements(of table: String, sets: [NamedSet]) throws(KernelError) -> [String: [Element]]?
     /// Deletes the conntrack entries of connections DNATed to each target through its frontends; how
     /// many per target.
@@ -27,5 +28,9 @@ public protocol KernelClient: AnyObject {
 }
 
 extension NetfilterKernel: KernelClient {
+    /// The netlink port our transactions are sent from: nf_tables stamps the notifications of a
+    /// transaction with it, so RulesetMonitor can tell our commits from anyone else's.
+    public var portID: UInt32 { socket.portID }
+
     public var lastCommitGeneration: UInt32? { lastGeneration }
 }

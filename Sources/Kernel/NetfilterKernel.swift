@@ -6,7 +6,7 @@ import Ruleset
 /// ask for that table only, except the chain dump: the kernel lists every inet table's chains, and all
 /// but ours are dropped as they are parsed.
 public final class NetfilterKernel {
-    private let socket: NetlinkSocket
+    let socket: NetlinkSocket
     private var sequence: UInt32
     /// The ruleset generation right after our last commit (see IncrementalApply).
     private(set) var lastGeneration: UInt32?

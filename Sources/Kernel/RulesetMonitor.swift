@@ -5,9 +5,12 @@ import Foundation
 /// to what the daemon acts on: which transactions touched table inet <name>, and who committed them.
 /// The events of one transaction arrive first and its NEWGEN message last, so a transaction is judged
 /// when its NEWGEN arrives.
-public final class RulesetMonitor {
+public final class RulesetMonitor: @unchecked Sendable {
+    // @unchecked: made by the daemon's loop before its first apply (so that no change after it goes
+    // unseen), then used by the one monitor thread alone.
     public enum Event: Equatable, Sendable {
-        /// A transaction touched the table. `ours`: committed by a thread of this process.
+        /// A transaction touched the table. `ours`: committed from our own netlink port (or, failing
+        /// that, by a thread of this process).
         case changed(generation: UInt32, pid: Int32, process: String, ours: Bool)
         /// A transaction that left the table alone.
         case elsewhere(generation: UInt32)
@@ -18,12 +21,14 @@ public final class RulesetMonitor {
 
     private let nl: OpaquePointer
     private let table: String
+    private let ownPort: UInt32?
     private var touched = false
     private var buffer = [UInt8](repeating: 0, count: 1 << 20)
 
     /// Subscribes in the calling thread's network namespace.
-    public init(table: String) throws(KernelError) {
+    public init(table: String, ownPort: UInt32? = nil) throws(KernelError) {
         self.table = table
+        self.ownPort = ownPort
         guard let nl = mnl_socket_open(NETLINK_NETFILTER) else {
             throw KernelError.system("cannot open a netlink socket for nftables events", nftpool_errno())
         }
@@ -61,7 +66,10 @@ public final class RulesetMonitor {
                 touched = false
                 return [.lost]
             }
-            return []
+            if e == EAGAIN || e == EWOULDBLOCK || e == EINTR { return [] }
+            // Anything else: say so (the daemon checks the table) and do not spin.
+            usleep(100_000)
+            return [.lost]
         }
         return parse(buffer[0..<n])
     }
@@ -74,6 +82,7 @@ public final class RulesetMonitor {
             guard length >= 20, offset + length <= bytes.endIndex else { break }
             let type = Self.u16le(bytes, offset + 4)
             let family = bytes[offset + 16]
+            let port = Self.u32le(bytes, offset + 12)
             let message = Array(bytes[offset..<(offset + length)])
             offset += Int(nftpool_nlmsg_align(length))
             guard type >> 8 == UInt16(NFNL_SUBSYS_NFTABLES) else { continue }
@@ -83,7 +92,7 @@ public final class RulesetMonitor {
                 let pid = Int32(bitPattern: attrs.bigEndianU32(UInt16(NFTA_GEN_PROC_PID.rawValue)) ?? 0)
                 let name = attrs.payload(UInt16(NFTA_GEN_PROC_NAME.rawValue)).map { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) } ?? "?"
                 events.append(touched
-                    ? .changed(generation: generation, pid: pid, process: name, ours: Self.isOurThread(pid))
+                    ? .changed(generation: generation, pid: pid, process: name, ours: port == ownPort || Self.isOurThread(pid))
                     : .elsewhere(generation: generation))
                 touched = false
                 continue

@@ -16,10 +16,12 @@ extension NetfilterKernel {
 }
 
 extension SetEncoding {
-    /// Same key, data and shape; the per-element counter and size do not change how elements read.
+    /// Elements of the two read alike: same key and data types and lengths. The rest (a slot map's
+    /// modulus and port header in the user data, the size, counters) does not change how an element
+    /// reads, and differs whenever a pool gains a backend: adoption must still read the old slots.
     func isSameDeclaration(as other: SetEncoding) -> Bool {
         keyType == other.keyType && keyLength == other.keyLength && dataType == other.dataType
-            && dataLength == other.dataLength && userData == other.userData
+            && dataLength == other.dataLength
     }
 }
 

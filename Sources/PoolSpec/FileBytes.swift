@@ -13,7 +13,9 @@ enum FileBytes {
     static func read(_ path: String?, regularOnly: Bool = false, limit: Int? = nil) -> Result<[UInt8], Failure> {
         let fd: Int32
         if let path {
-            fd = open(path, O_RDONLY | O_CLOEXEC)
+            // O_NONBLOCK with regularOnly: opening a FIFO would otherwise wait for a writer (a caFile
+            // that is a FIFO hung validate and the daemon's reload) before fstat could refuse it.
+            fd = open(path, O_RDONLY | O_CLOEXEC | (regularOnly ? O_NONBLOCK : 0))
             guard fd >= 0 else { return .failure(.init(errno: errno)) }
         } else {
             fd = dup(STDIN_FILENO)

@@ -28,16 +28,18 @@ public enum SlotMembership {
     }
 
     /// The health a daemon starts from when it adopts a table an earlier run left (`elements` as read
-    /// back by the sets of `sets(for:)`; nil: no table). A checked backend counts as up only if the pool's
-    /// frontends all dispatch into the pool and its slots send to it. An all-down pool (frontends on
-    /// reject or drop) has every backend in its slots, so the slots alone would wake dead backends;
-    /// a pool new to the table starts down. Backends without checks are always up.
+    /// back by the sets of `sets(for:)`; nil: no table). A checked backend counts as up only if a slot of
+    /// its pool sends to it and none of the pool's frontends in the kernel dispatches elsewhere: an
+    /// all-down pool (frontends on reject or drop) has every backend in its slots, so the slots alone
+    /// would wake dead backends. A slot map of another size (the pool gained a backend, or a weight
+    /// changed) still says who was serving; frontends new to the spec say nothing. A pool without a slot
+    /// map (new to the table) starts down. Backends without checks are always up.
     public static func adoptedDown(_ spec: Spec, elements: [String: [Element]]?) -> Set<BackendRef> {
         var down = Set<BackendRef>()
         let frontends = (elements?["frontends-v4"] ?? []) + (elements?["frontends-v6"] ?? [])
         for pool in spec.pools where pool.healthCheck != nil {
             let slots = elements?[RulesetBuilder.slotMapName(pool)]
-            let serving: [String: Int] = slots != nil && dispatches(pool, frontends: frontends)
+            let serving: [String: Int] = slots != nil && !dispatchesElsewhere(pool, frontends: frontends)
                 ? held(in: NamedSet(name: "", key: .slotIndex(modulus: 0), elements: slots!)) : [:]
             for backend in pool.backends where serving[backend.endpoint] == nil {
                 down.insert(BackendRef(pool, backend))
@@ -51,6 +53,16 @@ public enum SlotMembership {
         let verdicts = Dictionary(frontends.map { ($0.key, $0.data) }, uniquingKeysWith: { a, _ in a })
         return pool.frontends.allSatisfy { fe in
             verdicts[[.address(fe.address), .proto(fe.protocol), .port(fe.port)]] == .verdict(.goto(RulesetBuilder.chainName(pool)))
+        }
+    }
+
+    /// Some frontend of the pool that is in the kernel goes elsewhere than the pool's chain (reject,
+    /// drop, or a hand edit).
+    static func dispatchesElsewhere(_ pool: Pool, frontends: [Element]) -> Bool {
+        let verdicts = Dictionary(frontends.map { ($0.key, $0.data) }, uniquingKeysWith: { a, _ in a })
+        return pool.frontends.contains { fe in
+            guard let v = verdicts[[.address(fe.address), .proto(fe.protocol), .port(fe.port)]] else { return false }
+            return v != .verdict(.goto(RulesetBuilder.chainName(pool)))
         }
     }
 }

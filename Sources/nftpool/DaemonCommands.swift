@@ -107,7 +107,13 @@ struct StatusCommand: ParsableCommand {
         var paths: [String]
         if let file {
             let spec = try SpecInput.load(file, readingCAFiles: false)
-            paths = [statusFile ?? StatusFile.defaultPath(table: spec.table, namespace: DaemonLock.namespaceID(named: netns))]
+            let path = statusFile ?? StatusFile.defaultPath(table: spec.table, namespace: DaemonLock.namespaceID(named: netns))
+            paths = [path]
+            // A daemon started with --netns publishes under its namespace: find it without repeating it.
+            if statusFile == nil, netns == nil, !FileManager.default.fileExists(atPath: path) {
+                let found = StatusFile.all().filter { (try? StatusFile.read(path: $0))?.table == spec.table }
+                if !found.isEmpty { paths = found }
+            }
         } else {
             paths = statusFile.map { [$0] } ?? StatusFile.all()
         }
@@ -118,7 +124,7 @@ struct StatusCommand: ParsableCommand {
                 problems.append("no status at \(path): is `nftpool run` running?")
                 continue
             }
-            guard kill(doc.pid, 0) == 0 || errno == EPERM else {
+            guard StatusFile.isLive(doc) else {
                 problems.append("the daemon that wrote \(path) (pid \(doc.pid)) is gone: its status is stale")
                 continue
             }

@@ -87,6 +87,52 @@ struct DaemonCoreTests {
         #expect(kernel.tables["t"] == RulesetBuilder.table(for: spec, health: core.health))
     }
 
+    // A restart after a spec edit that resizes the slot map (a backend added) reads who was serving
+    // from the old map: the pool stays up instead of starting all down.
+    @Test func adoptionReadsASlotMapOfAnotherSize() throws {
+        let old = try Self.spec(backends: 3)
+        let kernel = FakeKernel()
+        kernel.install(RulesetBuilder.table(for: old, health: Health(down: [Self.ref(2)])))
+        let spec = try Self.spec(backends: 4)
+        #expect(RulesetBuilder.slotCount(for: spec.pools[0]) != RulesetBuilder.slotCount(for: old.pools[0]))
+        let core = DaemonCore(spec: spec, kernel: kernel)
+        _ = try core.start()
+        #expect(core.health.down == [Self.ref(2), Self.ref(3)], "b0, b1 served and still do; b3 is new")
+    }
+
+    @Test func aFailOpenPoolKeepsTheConnectionsOfBackendsItStillRoutesTo() throws {
+        let kernel = FakeKernel()
+        let core = try started(try Self.spec(backends: 2, onDown: "close-connections", whenAllDown: "fail-open"), kernel: kernel, up: [0, 1])
+        _ = core.healthChanged([Self.flip(0, .down)], now: t0)
+        #expect(kernel.closed == [["10.1.0.1:80"]])
+        _ = core.healthChanged([Self.flip(1, .down)], now: t0)
+        #expect(kernel.closed == [["10.1.0.1:80"]], "the last one down still takes every connection (fail-open): \(kernel.closed)")
+    }
+
+    @Test func aWriterThatFightsBackIsMetWithBackoff() throws {
+        let kernel = FakeKernel()
+        let core = try started(try Self.spec(), kernel: kernel)
+        var lines: [DaemonCore.Line] = []
+        for i in 0..<7 {
+            kernel.flushRuleset()
+            lines = core.kernelChanged(by: "fighter", now: t0 + .milliseconds(10 * i))
+        }
+        #expect(lines.first?.text.contains("another writer keeps changing the table") == true, "\(lines)")
+        #expect(core.repairs == DaemonCore.repairsPerSecond && kernel.tables["t"] == nil && !core.inSync)
+        _ = core.tick(now: t0 + .seconds(2))
+        #expect(kernel.tables["t"] == core.desired && core.inSync)
+    }
+
+    @Test func aFastPathPlannedAgainstAWrongPreviousShows() throws {
+        let kernel = FakeKernel()
+        let spec = try Self.spec()
+        _ = try kernel.apply(RulesetBuilder.table(for: spec, health: Health(down: [Self.ref(0)])), force: false)
+        let wrong = RulesetBuilder.table(for: spec)  // what a confused caller believes the kernel holds
+        let want = RulesetBuilder.table(for: spec, health: Health(down: [Self.ref(1)]))
+        _ = try? kernel.apply(want, after: wrong)
+        #expect(kernel.tables["t"] != want, "the fake applies only the previous ─► table change, as the kernel would")
+    }
+
     @Test func aForeignTableIsNotTouched() throws {
         let kernel = FakeKernel()
         var foreign = RulesetBuilder.table(for: try Self.spec())

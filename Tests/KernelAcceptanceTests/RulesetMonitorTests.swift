@@ -20,7 +20,7 @@ import TestSupport
         try ScratchNamespace.requireKernelTools()
         let ns = try ScratchNamespace("monitor")
         let kernel = try NetfilterKernel(netns: ns.name)
-        let monitor = try NetfilterKernel.inNamespace(ns.name) { () throws(KernelError) in try RulesetMonitor(table: "nftpool") }
+        let monitor = try NetfilterKernel.inNamespace(ns.name) { () throws(KernelError) in try RulesetMonitor(table: "nftpool", ownPort: kernel.portID) }
         let table = RulesetBuilder.table(for: try loadSpec("kube-apiserver"))
         try kernel.apply(table)
         let own = events(monitor) { !$0.isEmpty }
