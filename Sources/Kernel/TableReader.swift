@@ -70,6 +70,9 @@ extension NetfilterKernel {
                 break  // GETCHAIN dumps the family; parseChain keeps our table's chains only
             }
         }
+        // ENOENT mid-read: the table or a set listed a moment ago is gone (a flush or delete raced the
+        // read): read again, as for an interrupted dump.
+        if reply.errno == ENOENT { throw KernelError.busy("read table inet \(table)", attempts: 1) }
         if reply.errno != 0 { throw KernelError.system("cannot read back table inet \(table)", reply.errno) }
         if reply.interrupted { throw KernelError.busy("read table inet \(table)", attempts: 1) }
         return reply.messages
