@@ -52,9 +52,18 @@ import Testing
                     ? "delete element inet \(t) pool-web-slots { \(i / 2) }\nadd element inet \(t) pool-web-slots { \(i / 2) : \(Sandbox.backendAddress((i / 2 + 1) % 3)) . 80 }"
                     : "delete element inet \(t) frontends-v4 { \(Sandbox.vip4) . tcp . 80 }\nadd element inet \(t) frontends-v4 { \(Sandbox.vip4) . tcp . 80 : drop }"
             }),
+            ("other hand edits (a chain flushed, a rule inserted, a slot map flushed, a chain added, a counted backend removed)", { i in
+                [
+                    "flush chain inet \(t) nat-prerouting",
+                    "insert rule inet \(t) nat-prerouting ip daddr \(Sandbox.vip4) drop",
+                    "flush map inet \(t) pool-web-slots",
+                    "add chain inet \(t) intruder",
+                    "delete element inet \(t) backends-v4 { \(Sandbox.backendAddress(1)) . tcp . 80 }",
+                ][i % 5]
+            }),
         ]
         for kind in kinds {
-            var times: [Double] = []
+            var times: [Double] = [], fromStart: [Double] = []
             for i in 0..<10 {
                 let logged = Self.occurrences("was changed by nft (pid", in: sb.daemonLogText())
                 let r = try sb.foreignChange(table: t, kind.script(i), until: "same", timeout: 3)
@@ -62,12 +71,13 @@ import Testing
                 #expect(r["restored"] as? Bool == true, "\(kind.name) \(i) not restored: \(r)\n\(sb.daemonLogText())")
                 let ms = r["ms"] as? Double ?? .infinity
                 times.append(ms)
+                fromStart.append(r["ms_from_start"] as? Double ?? .infinity)
                 #expect(ms < 1000, "\(kind.name) \(i): restored after \(ms) ms")
                 #expect(sb.wait(timeout: 2) { Self.occurrences("was changed by nft (pid", in: sb.daemonLogText()) > logged },
                         "\(kind.name) \(i): the daemon names nft in its log:\n\(sb.daemonLogText())")
                 try servesAllThree(sb, "\(kind.name) \(i)")
             }
-            print("figure: restore after \(kind.name): \(Self.ms(times))")
+            print("figure: restore after \(kind.name): \(Self.ms(times)); from before nft started: \(Self.ms(fromStart))")
         }
         let lines = sb.daemonLogText().split(separator: "\n").filter { $0.contains("was changed by nft") }
         #expect(lines.allSatisfy { $0.contains("restoring: one transaction") }, "\(lines)")
@@ -230,18 +240,23 @@ import Testing
         let slack = 0.01  // fault.py's and the client's clocks are the same; 10 ms for their own steps
         var inFailover = 0, inFlush = 0
         var outside: [[Any]] = []
+        var lastAfterKill: [Double: Double] = [:]  // kill time → its window's last failure, seconds after it
+        var kinds: [String: Int] = [:]
         for f in summary["failure_times"] as? [[Any]] ?? [] {
             let start = f[0] as? Double ?? 0, end = f[1] as? Double ?? 0
+            kinds[String((f[2] as? String ?? "?").prefix { $0 != ":" }), default: 0] += 1
             if flushes.contains(where: { start <= $0.end + slack && end >= $0.start - slack }) {
                 inFlush += 1
-            } else if kills.contains(where: { start <= $0 + 1 && end >= $0 - slack }) {
+            } else if let kill = kills.last(where: { start <= $0 + 1 && end >= $0 - slack }) {
                 inFailover += 1
+                lastAfterKill[kill] = max(lastAfterKill[kill] ?? 0, end - kill)
             } else {
                 outside.append(f)
             }
         }
+        let failover = lastAfterKill.values.map { $0 * 1000 }
         let ok = summary["ok"] as? Int ?? 0, failed = summary["failures"] as? Int ?? -1
-        print("figure: soak: \(String(format: "%.0f", seconds)) s, \(ok + failed) connections, \(flipCount) health flips (\(kills.count) kills + revivals), \(flushes.count) nft flush ruleset; failures: \(inFailover) in failover windows (1 s after a kill), \(inFlush) in flush windows, \(outside.count) outside; flush windows \(Self.ms(flushMs))")
+        print("figure: soak: \(String(format: "%.0f", seconds)) s, \(ok + failed) connections, \(flipCount) health flips (\(kills.count) kills + revivals), \(flushes.count) nft flush ruleset; failures: \(inFailover) in failover windows (1 s after a kill), \(inFlush) in flush windows, \(outside.count) outside (by kind: \(kinds.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))); flush windows (nft flush ruleset returned → table back) \(Self.ms(flushMs)); failover windows (kill → last failure) \(failover.isEmpty ? "none" : Self.ms(failover))")
         #expect(flipCount >= 100, "health flips: \(flipCount)")
         #expect(flushes.count == 10)
         #expect(flushMs.allSatisfy { $0 < 1000 }, "flush windows \(flushMs)")

@@ -3,7 +3,8 @@
 
 Lists `table inet --table` (counters blanked, elements sorted), commits --script with `nft -f -` (one
 transaction, as a person or another tool would), then lists the table every --poll seconds until the
-daemon has put it back, and reports how long that took from the moment nft returned:
+daemon has put it back, and reports how long that took from the moment nft returned (`ms`; the kernel commits before nft
+exits, so also `ms_from_start`, from before nft started: an upper bound that includes nft's own run):
   --until same   the listing equals the one taken before the change (a table that did not change
                  otherwise in between, e.g. no health flip);
   --until valid  the table is back with a frontends-v4 element that goes to the pool (--frontend) and
@@ -98,7 +99,9 @@ def main():
         polls += 1
         now = time.monotonic()
         if restored(last):
-            out.update({"restored": True, "ms": (now - t0) * 1000, "restored_at": time.time(), "polls": polls})
+            restored_at = time.time()
+            out.update({"restored": True, "ms": (now - t0) * 1000, "ms_from_start": (restored_at - start) * 1000,
+                        "restored_at": restored_at, "polls": polls})
             break
         if now - t0 > a.timeout:
             out.update({"restored": False, "ms": (now - t0) * 1000, "polls": polls, "last": last,
