@@ -255,6 +255,13 @@ import Testing
             }
         }
         let failover = lastAfterKill.values.map { $0 * 1000 }
+        // Failures other than a refusal, placed against the nearest kill and flush (for the record).
+        for f in summary["failure_times"] as? [[Any]] ?? [] where !(f[2] as? String ?? "").hasPrefix("ConnectionRefusedError") {
+            let start = f[0] as? Double ?? 0, end = f[1] as? Double ?? 0
+            let kill = kills.min { abs($0 - start) < abs($1 - start) } ?? 0
+            let flush = flushes.min { abs($0.start - start) < abs($1.start - start) }
+            print("note: soak failure \(f[2]) from \(String(format: "%+.3f", start - kill)) to \(String(format: "%+.3f", end - kill)) s of a kill; nearest flush \(flush.map { String(format: "%+.3f s to %+.3f s", $0.start - start, $0.end - start) } ?? "none") from its start")
+        }
         let ok = summary["ok"] as? Int ?? 0, failed = summary["failures"] as? Int ?? -1
         print("figure: soak: \(String(format: "%.0f", seconds)) s, \(ok + failed) connections, \(flipCount) health flips (\(kills.count) kills + revivals), \(flushes.count) nft flush ruleset; failures: \(inFailover) in failover windows (1 s after a kill), \(inFlush) in flush windows, \(outside.count) outside (by kind: \(kinds.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))); flush windows (nft flush ruleset returned → table back) \(Self.ms(flushMs)); failover windows (kill → last failure) \(failover.isEmpty ? "none" : Self.ms(failover))")
         #expect(flipCount >= 100, "health flips: \(flipCount)")
