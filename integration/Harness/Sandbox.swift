@@ -356,9 +356,11 @@ public final class Sandbox {
     /// the daemon takes to put its table back (servers/fault.py): `until: "same"` waits for the listing
     /// taken before the change, `"valid"` for a table that sends the VIP to the pool with every slot filled.
     /// Returns fault.py's JSON (`nft_status`, `restored`, `ms`, `start`, `end`, `restored_at`).
-    public func foreignChange(table: String, _ script: String, until: String = "same", timeout: Double = 5) throws -> [String: Any] {
-        let r = try exec(lb, "python3", [Self.scripts.appendingPathComponent("fault.py").path,
-                                         "--table", table, "--script", script, "--until", until, "--timeout", "\(timeout)"])
+    /// Several scripts take turns over `repeat` transactions (a burst; timed from the last).
+    public func foreignChange(table: String, _ scripts: String..., repeat count: Int = 1, until: String = "same", timeout: Double = 5) throws -> [String: Any] {
+        let r = try exec(lb, "python3", [Self.scripts.appendingPathComponent("fault.py").path, "--table", table]
+                         + scripts.flatMap { ["--script", $0] }
+                         + ["--repeat", "\(count)", "--until", until, "--timeout", "\(timeout)"])
         guard let line = r.out.split(separator: "\n").last,
             let json = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
         else { throw KernelTestError("fault.py failed (\(r.status)): \(r.err)\(r.out)") }

@@ -86,6 +86,36 @@ import Testing
         #expect(sb.waitDaemonExit() == 0)
     }
 
+    // 1b
+    @Test func aBurstOfForeignChangesEndsRestored() throws {
+        let sb = try Sandbox("burst")
+        try sb.startDaemon(Self.spec())
+        #expect(sb.wait(timeout: 5) { allUp(sb) }, "\(sb.health())\n\(sb.daemonLogText())")
+        let t = Self.table
+        var times: [Double] = []
+        for round in 0..<3 {
+            // 60 transactions back to back, as fast as nft runs: each may meet the table whole, gone, or
+            // half restored; the daemon must end with its table, however its events and restores interleave.
+            let r = try sb.foreignChange(
+                table: t, "flush ruleset", "insert rule inet \(t) nat-prerouting ip daddr \(Sandbox.vip4) drop",
+                "flush map inet \(t) pool-web-slots", "delete table inet \(t)",
+                "delete element inet \(t) frontends-v4 { \(Sandbox.vip4) . tcp . 80 }",
+                repeat: 60, until: "same", timeout: 3)
+            #expect(r["restored"] as? Bool == true, "burst \(round): \(r)\n\(sb.daemonLogText())")
+            #expect((r["committed"] as? Int ?? 0) >= 12, "burst \(round): most of it reached the kernel: \(r)")
+            let ms = r["ms"] as? Double ?? .infinity
+            times.append(ms)
+            #expect(ms < 1000, "burst \(round): restored \(ms) ms after the last change")
+            print("burst \(round): \(r["committed"] ?? "?") foreign transactions committed, \(r["refused"] ?? "?") refused by the kernel (the table was gone), restored \(String(format: "%.1f", ms)) ms after the last")
+            try servesAllThree(sb, "burst \(round)")
+        }
+        print("figure: restore after a burst of 60 foreign transactions: \(Self.ms(times))")
+        let status = try sb.status(json: false).out
+        #expect(status.contains("kernel: in sync"), "\(status)")
+        sb.signalDaemon(SIGTERM)
+        #expect(sb.waitDaemonExit() == 0)
+    }
+
     // 2
     @Test func oneDaemonPerTableAndStatusOnlyFromALiveOne() throws {
         let sb = try Sandbox("lock")

@@ -4,7 +4,8 @@
 Lists `table inet --table` (counters blanked, elements sorted), commits --script with `nft -f -` (one
 transaction, as a person or another tool would), then lists the table every --poll seconds until the
 daemon has put it back, and reports how long that took from the moment nft returned (`ms`; the kernel commits before nft
-exits, so also `ms_from_start`, from before nft started: an upper bound that includes nft's own run):
+exits, so also `ms_from_start`, from before (the last) nft started: an upper bound that includes nft's
+own run):
   --until same   the listing equals the one taken before the change (a table that did not change
                  otherwise in between, e.g. no health flip);
   --until valid  the table is back with a frontends-v4 element that goes to the pool (--frontend) and
@@ -60,7 +61,12 @@ def elements(text, name):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--table", required=True)
-    p.add_argument("--script", required=True, help="nft commands, committed as one transaction")
+    p.add_argument("--script", required=True, action="append",
+                   help="nft commands, committed as one transaction; given more than once, they take turns")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="commit that many transactions back to back (each its own nft process; a refused "
+                        "one, e.g. an edit of a table the previous one deleted, is counted, not fatal); "
+                        "the time runs from the last one")
     p.add_argument("--until", choices=["same", "valid"], default="same")
     p.add_argument("--pool", default="web")
     p.add_argument("--frontend", default="10.99.0.1 . tcp . 80")
@@ -85,12 +91,19 @@ def main():
         out["error"] = "no table to change"
         print(json.dumps(out))
         return
-    start = time.time()
-    r = subprocess.run(["nft", "-f", "-"], input=a.script + "\n", capture_output=True, text=True)
+    committed, refused, start = 0, 0, time.time()
+    for i in range(a.repeat):
+        last_start = time.time()
+        r = subprocess.run(["nft", "-f", "-"], input=a.script[i % len(a.script)] + "\n", capture_output=True, text=True)
+        if r.returncode == 0:
+            committed += 1
+        else:
+            refused += 1
     end = time.time()
     t0 = time.monotonic()
-    out.update({"start": start, "end": end, "nft_status": r.returncode, "nft_error": r.stderr.strip()})
-    if r.returncode != 0:
+    out.update({"start": start, "last_start": last_start, "end": end, "nft_status": r.returncode,
+                "nft_error": r.stderr.strip(), "committed": committed, "refused": refused})
+    if a.repeat == 1 and r.returncode != 0:
         print(json.dumps(out))
         return
     polls, last = 0, None
@@ -100,7 +113,7 @@ def main():
         now = time.monotonic()
         if restored(last):
             restored_at = time.time()
-            out.update({"restored": True, "ms": (now - t0) * 1000, "ms_from_start": (restored_at - start) * 1000,
+            out.update({"restored": True, "ms": (now - t0) * 1000, "ms_from_start": (restored_at - last_start) * 1000,
                         "restored_at": restored_at, "polls": polls})
             break
         if now - t0 > a.timeout:
