@@ -261,20 +261,110 @@ public final class Sandbox {
     public var specFile: URL { dir.appendingPathComponent("spec.yaml") }
     private var daemon: Process?
 
-    /// Starts `nftpool run --netns <lb>` on the spec; its log goes to daemonLog.
-    public func startDaemon(_ spec: String, extra: [String] = []) throws {
+    /// Starts `nftpool run --netns <lb>` on the spec; its log goes to daemonLog. `fromStdin`: the spec
+    /// is given as `-` on standard input (written and closed at once) instead of the spec file.
+    public func startDaemon(_ spec: String, extra: [String] = [], fromStdin: Bool = false) throws {
         try spec.write(to: specFile, atomically: true, encoding: .utf8)
         FileManager.default.createFile(atPath: daemonLog.path, contents: nil)
         let p = Process()
         p.executableURL = Repo.nftpool
-        p.arguments = ["run", "--netns", lb, "--status-file", statusFile.path, specFile.path] + extra
+        p.arguments = ["run", "--netns", lb, "--status-file", statusFile.path] + extra + [fromStdin ? "-" : specFile.path]
         let log = try FileHandle(forWritingTo: daemonLog)
         log.seekToEndOfFile()
         p.standardOutput = log
         p.standardError = log
-        try p.run()
+        let input = Pipe()
+        p.standardInput = fromStdin ? input : FileHandle.nullDevice
+        // As under systemd or a shell: SIGHUP and SIGTERM deliverable from the first instruction, not
+        // blocked as in the test runner's threads (a child inherits its parent thread's mask).
+        try Self.withStopSignalsUnblocked { try p.run() }
+        if fromStdin {
+            input.fileHandleForWriting.write(Data(spec.utf8))
+            try input.fileHandleForWriting.close()
+        }
         daemon = p
         background.append(p)
+    }
+
+    /// Runs `body` with SIGHUP, SIGINT and SIGTERM unblocked on this thread, so that a process it
+    /// starts (Foundation's Process spawns from the calling thread) inherits them unblocked.
+    public static func withStopSignalsUnblocked<T>(_ body: () throws -> T) rethrows -> T {
+        var set = sigset_t(), old = sigset_t()
+        sigemptyset(&set)
+        for s in [SIGHUP, SIGINT, SIGTERM] { sigaddset(&set, s) }
+        pthread_sigmask(SIG_UNBLOCK, &set, &old)
+        defer { pthread_sigmask(SIG_SETMASK, &old, nil) }
+        return try body()
+    }
+
+    /// The running (or last started) daemon's process id.
+    public var daemonPID: Int32? { daemon?.processIdentifier }
+
+    /// Whether the last started daemon is still running.
+    public var daemonRunning: Bool { daemon?.isRunning ?? false }
+
+    /// Runs `nftpool ARGUMENTS` to its end, killed after `timeout` seconds (then `timedOut`).
+    public func nftpool(_ arguments: [String], timeout: Double = 10) throws -> (status: Int32, out: String, err: String, timedOut: Bool) {
+        let p = Process()
+        p.executableURL = Repo.nftpool
+        p.arguments = arguments
+        let outURL = dir.appendingPathComponent("nftpool-\(UUID().uuidString).out")
+        let errURL = dir.appendingPathComponent("nftpool-\(UUID().uuidString).err")
+        FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        defer {
+            try? FileManager.default.removeItem(at: outURL)
+            try? FileManager.default.removeItem(at: errURL)
+        }
+        p.standardOutput = try FileHandle(forWritingTo: outURL)
+        p.standardError = try FileHandle(forWritingTo: errURL)
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        background.append(p)
+        let end = Date().addingTimeInterval(timeout)
+        while p.isRunning && Date() < end { usleep(10_000) }
+        let timedOut = p.isRunning
+        if timedOut {
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+        }
+        let out = (try? String(contentsOf: outURL, encoding: .utf8)) ?? ""
+        let err = (try? String(contentsOf: errURL, encoding: .utf8)) ?? ""
+        return (Self.shellStatus(p), out, err, timedOut)
+    }
+
+    /// A finished process's status as a shell shows it: its exit code, or 128 + the signal that killed
+    /// it (Foundation's terminationStatus is the bare signal number then: SIGHUP would read as exit 1).
+    public static func shellStatus(_ p: Process) -> Int32 {
+        p.terminationReason == .uncaughtSignal ? 128 + p.terminationStatus : p.terminationStatus
+    }
+
+    /// Waits for the daemon to end; its shell status (exit code, or 128 + signal), nil if it still runs
+    /// after `timeout`.
+    public func waitDaemonExit(timeout: Double = 5) -> Int32? {
+        guard let daemon, waitDaemon(timeout: timeout) != nil else { return nil }
+        return Self.shellStatus(daemon)
+    }
+
+    /// `nft ARGUMENTS` inside the LB namespace.
+    @discardableResult
+    public func nft(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
+        try exec(lb, "nft", arguments)
+    }
+
+    /// Commits `script` with nft inside the LB namespace (one transaction, as by hand) and times how long
+    /// the daemon takes to put its table back (servers/fault.py): `until: "same"` waits for the listing
+    /// taken before the change, `"valid"` for a table that sends the VIP to the pool with every slot filled.
+    /// Returns fault.py's JSON (`nft_status`, `restored`, `ms`, `start`, `end`, `restored_at`).
+    /// Several scripts take turns over `repeat` transactions (a burst; timed from the last).
+    public func foreignChange(table: String, _ scripts: String..., repeat count: Int = 1, until: String = "same", timeout: Double = 5) throws -> [String: Any] {
+        let r = try exec(lb, "python3", [Self.scripts.appendingPathComponent("fault.py").path, "--table", table]
+                         + scripts.flatMap { ["--script", $0] }
+                         + ["--repeat", "\(count)", "--until", until, "--timeout", "\(timeout)"])
+        guard let line = r.out.split(separator: "\n").last,
+            let json = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+        else { throw KernelTestError("fault.py failed (\(r.status)): \(r.err)\(r.out)") }
+        return json
     }
 
     /// Rewrites the spec file in place (for a SIGHUP reload).

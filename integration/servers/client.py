@@ -7,7 +7,8 @@
   hold    one keep-alive HTTP connection, a request every --interval for --duration seconds; prints the
           first backend at once (so a test can act while it is held), then a summary.
   loop    new connections back to back for --duration seconds (or until SIGINT); prints the first success
-          at once, then successes and failures.
+          at once, then successes and failures, each failure with its wall-clock start and end
+          (`failure_times`, so a test can attribute it to what it did at that time).
 Standard library only.
 """
 import argparse
@@ -133,7 +134,7 @@ def cmd_hold(a):
 
 
 def cmd_loop(a):
-    ok, failures, errors, counts = 0, 0, [], {}
+    ok, failures, errors, counts, failure_times = 0, 0, [], {}, []
     first_failure = last_failure = None
     end = time.monotonic() + a.duration
     stop = []
@@ -141,6 +142,7 @@ def cmd_loop(a):
     while time.monotonic() < end and not stop:
         if a.pause:
             time.sleep(a.pause)
+        started = time.time()
         try:
             name = one_tcp(a, None).split(" ")[0]
             if ok == 0:
@@ -151,10 +153,13 @@ def cmd_loop(a):
             failures += 1
             last_failure = time.time()
             first_failure = first_failure or last_failure
+            if len(failure_times) < 100000:
+                failure_times.append([started, last_failure, f"{type(e).__name__}: {e}"])
             if len(errors) < 5:
                 errors.append(f"{type(e).__name__}: {e}")
     print(json.dumps({"ok": ok, "failures": failures, "errors": errors, "counts": counts,
-                      "first_failure": first_failure, "last_failure": last_failure}))
+                      "first_failure": first_failure, "last_failure": last_failure,
+                      "failure_times": failure_times}))
 
 
 def main():
