@@ -40,6 +40,10 @@ public final class DaemonCore {
     public private(set) var repairs = 0
 
     var recentRepairs: [ContinuousClock.Instant] = []
+    /// Set once our first apply landed: from then on the table is ours, and a same-named table without
+    /// our mark (someone deleted ours and made their own in one transaction) is a hand edit to undo.
+    var owns = false
+    var reclaim: Bool { force || owns }
     static let repairsPerSecond = 5
 
     let kernel: any KernelClient
@@ -67,6 +71,7 @@ public final class DaemonCore {
         desired = RulesetBuilder.table(for: spec, health: health)
         let report = try kernel.apply(desired, force: force)
         applied = desired
+        owns = true
         let what = ownership == .ours ? "adopted table inet \(spec.table)" : "started"
         return [Line(level: .info, text: "\(what): \(Self.summary(spec, health)); \(Self.sent(report))")]
     }
@@ -114,7 +119,7 @@ public final class DaemonCore {
         let newHealth = Health(down: down)
         let table = RulesetBuilder.table(for: next, health: newHealth)
         do {
-            let report = try kernel.apply(table, force: force)
+            let report = try kernel.apply(table, force: reclaim)
             spec = next
             health = newHealth
             desired = table
@@ -133,7 +138,7 @@ public final class DaemonCore {
     public func kernelChanged(by who: String, now: ContinuousClock.Instant) -> [Line] {
         let differences: [String]
         do {
-            differences = try kernel.diff(desired, force: force)
+            differences = try kernel.diff(desired, force: reclaim)
         } catch {
             return [Line(level: .error, text: "table inet \(spec.table) was changed by \(who) and cannot be restored: \(error)")]
                 + fail(error, now: now)
@@ -168,12 +173,14 @@ public final class DaemonCore {
         let start = ContinuousClock.now
         do {
             let report = try applied.map { previous throws(KernelError) in try kernel.apply(desired, after: previous) }
-                ?? kernel.apply(desired, force: force)
+                ?? kernel.apply(desired, force: reclaim)
             applied = desired
             let recovered = failure.map { " after \($0.attempts) refused attempt\($0.attempts == 1 ? "" : "s")" } ?? ""
             failure = nil
             return ("\(Self.sent(report)) in \(Self.text(start.duration(to: .now)))\(recovered)", closeConnections())
         } catch {
+            // The retry plans from a read-back: whatever made the kernel refuse may have changed it.
+            applied = nil
             _ = fail(error, now: now)
             return ("but the kernel refused the change (\(error)); retrying in \(Self.text(failure!.next - now))", [])
         }

@@ -212,6 +212,19 @@ struct DaemonCoreTests {
         #expect(kernel.tables["t"] == core.desired && core.inSync && core.repairs == 1)
     }
 
+    // Someone deletes our table and makes their own of the same name, unmarked, in one transaction.
+    @Test func aTableReplacedUnderUsIsTakenBack() throws {
+        let kernel = FakeKernel()
+        let core = try started(try Self.spec(), kernel: kernel)
+        var impostor = core.desired
+        impostor.comment = ""
+        impostor.sets = []
+        kernel.deleteTableForeign("t")
+        kernel.install(impostor)
+        let lines = core.kernelChanged(by: "nft (pid 7)", now: t0)
+        #expect(kernel.tables["t"] == core.desired && core.inSync, "\(lines)")
+    }
+
     @Test func aCommitElsewhereChangesNothing() throws {
         let kernel = FakeKernel()
         let core = try started(try Self.spec(), kernel: kernel)
