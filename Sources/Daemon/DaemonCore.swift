@@ -136,6 +136,12 @@ public final class DaemonCore {
     /// Someone else changed the table (an nftables event, or the periodic generation check saw a
     /// commit it cannot account for): compare with what we want and restore it.
     public func kernelChanged(by who: String, now: ContinuousClock.Instant) -> [Line] {
+        // A retry is already due: it plans from a read-back and restores this too. Escalating its backoff
+        // on every event of a burst would push the restore past the burst by seconds.
+        if failure != nil {
+            applied = nil
+            return []
+        }
         let differences: [String]
         do {
             differences = try kernel.diff(desired, force: reclaim)
