@@ -88,12 +88,10 @@ public final class Daemon {
             sink.yield(.monitorFailed("\(error)"))
         }
         defer { stopMonitor.withLock { $0 = true } }
-        var verified = (try? kernel.generation()) ?? 0
+        var ledger = GenerationLedger(generation: (try? kernel.generation()) ?? 0)
 
         let core = DaemonCore(spec: options.spec, kernel: kernel, force: options.force)
         log(try core.start())
-        var suspect: UInt32?
-        var monitorAlive = true
 
         let prober = Prober()
         let inbox = Inbox()
@@ -124,33 +122,17 @@ public final class Daemon {
                 if !retried.isEmpty { statusDirty = true }
                 if now - lastGenerationCheck >= options.generationCheck {
                     lastGenerationCheck = now
-                    // A commit no event told us about: the subscription lost it, or events are still
-                    // queued (then the next check finds it accounted for).
-                    if let g = try? kernel.generation(), g != verified {
-                        if g == kernel.lastCommitGeneration {
-                            verified = g  // our own last commit
-                        } else if monitorAlive && suspect != g {
-                            suspect = g
-                        } else {
-                            log(core.kernelChanged(by: "a commit no nftables event reported (generation \(g))", now: now))
-                            statusDirty = true
-                            verified = g
-                            suspect = nil
-                        }
+                    if let g = try? kernel.generation(), let who = ledger.check(generation: g, lastOwn: kernel.lastCommitGeneration) {
+                        log(core.kernelChanged(by: who, now: now))
+                        statusDirty = true
                     }
                 }
-            case .kernel(.changed(let generation, let pid, let process, let ours)):
-                if !ours && generation != kernel.lastCommitGeneration {
-                    log(core.kernelChanged(by: "\(process) (pid \(pid))", now: now))
+            case .kernel(let e):
+                if let who = ledger.event(e, lastOwn: kernel.lastCommitGeneration, current: { try? kernel.generation() }) {
+                    log(core.kernelChanged(by: who, now: now))
                 }
-                verified = generation
-            case .kernel(.elsewhere(let generation)):
-                verified = generation
-            case .kernel(.lost):
-                log(core.kernelChanged(by: "an unknown writer (nftables events were lost)", now: now))
-                verified = (try? kernel.generation()) ?? verified
             case .monitorFailed(let why):
-                monitorAlive = false
+                ledger.eventsAlive = false
                 logger.warning("no nftables events (\(why)): foreign changes are found by the generation check every \(DurationText.format(options.generationCheck))")
             case .transitions:
                 var changes: [(ref: BackendRef, transition: HealthTracker.Transition)] = []

@@ -280,3 +280,40 @@ struct DaemonCoreTests {
         #expect(kernel.commits == commits)
     }
 }
+
+/// Whose commits are whose, without a kernel.
+struct GenerationLedgerTests {
+    @Test func ourOwnCommitsAndCommitsElsewhereAskForNoCheck() {
+        var ledger = GenerationLedger(generation: 10)
+        #expect(ledger.event(.changed(generation: 11, pid: 5, process: "nftpool", ours: true), lastOwn: 11, current: { 11 }) == nil)
+        #expect(ledger.event(.elsewhere(generation: 12), lastOwn: 11, current: { 12 }) == nil)
+        // Another pid namespace: the thread is not recognised, but the generation is our last commit's.
+        #expect(ledger.event(.changed(generation: 13, pid: 1, process: "nftpool", ours: false), lastOwn: 13, current: { 13 }) == nil)
+        #expect(ledger.check(generation: 13, lastOwn: 13) == nil)
+    }
+
+    @Test func aForeignCommitToTheTableAsksForACheck() {
+        var ledger = GenerationLedger(generation: 10)
+        #expect(ledger.event(.changed(generation: 11, pid: 42, process: "nft", ours: false), lastOwn: 10, current: { 11 }) == "nft (pid 42)")
+        #expect(ledger.event(.lost, lastOwn: 11, current: { 15 })?.contains("events were lost") == true)
+        #expect(ledger.verified == 15)
+    }
+
+    @Test func aCommitNoEventExplainsIsCheckedOnTheNextPeriod() {
+        var ledger = GenerationLedger(generation: 10)
+        #expect(ledger.check(generation: 11, lastOwn: 9) == nil, "its event may still be queued")
+        #expect(ledger.check(generation: 11, lastOwn: 9)?.contains("generation 11") == true)
+        #expect(ledger.check(generation: 11, lastOwn: 9) == nil, "accounted for now")
+        // Its event arrived in between: nothing to check.
+        #expect(ledger.check(generation: 12, lastOwn: 9) == nil)
+        _ = ledger.event(.elsewhere(generation: 12), lastOwn: 9, current: { 12 })
+        #expect(ledger.check(generation: 12, lastOwn: 9) == nil)
+    }
+
+    @Test func withoutEventsEveryUnexplainedCommitIsCheckedAtOnceButOurOwnAreNot() {
+        var ledger = GenerationLedger(generation: 10)
+        ledger.eventsAlive = false
+        #expect(ledger.check(generation: 11, lastOwn: 11) == nil)
+        #expect(ledger.check(generation: 12, lastOwn: 11) != nil)
+    }
+}
