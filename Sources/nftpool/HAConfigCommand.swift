@@ -43,20 +43,33 @@ struct HAConfigCommand: ParsableCommand {
         let paths = HAConfig.Paths(
             configDirectory: configDirectory, runtimeDirectory: runtimeDirectory, table: spec.table, node: node)
         do {
-            try FileManager.default.createDirectory(atPath: configDirectory, withIntermediateDirectories: true)
+            try Self.makeDirectories(configDirectory)
             try Self.writeAtomically(files.keepalived, to: paths.keepalivedConf, mode: 0o644)
             try Self.writeAtomically(files.conntrackd, to: paths.conntrackdConf, mode: 0o644)
             try Self.writeAtomically(files.notifyScript, to: paths.notifyScript, mode: 0o755)
         } catch let failure as WriteFailure {
             Stderr.print(failure.description)
             throw ExitCode(ExitStatus.kernelRefused)
-        } catch {
-            Stderr.print("cannot write to \(configDirectory): \(error.localizedDescription)")
-            throw ExitCode(ExitStatus.kernelRefused)
         }
         print("wrote \(paths.keepalivedConf), \(paths.conntrackdConf), \(paths.notifyScript) for node \(node)")
         print("run: \(paths.keepalivedCommand)")
         print("run: \(paths.conntrackdCommand)")
+    }
+
+    /// mkdir -p, with the reason of the step that failed (Foundation's error names none).
+    static func makeDirectories(_ path: String) throws {
+        var current = ""
+        for part in path.split(separator: "/") {
+            current += "/\(part)"
+            if mkdir(current, 0o755) != 0, errno != EEXIST {
+                throw WriteFailure(description: "cannot write to \(path): \(String(cString: strerror(errno)))")
+            }
+        }
+        var info = stat()
+        errno = 0
+        guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
+            throw WriteFailure(description: "cannot write to \(path): \(String(cString: strerror(errno == 0 ? ENOTDIR : errno)))")
+        }
     }
 
     struct WriteFailure: Error, CustomStringConvertible {
@@ -68,7 +81,7 @@ struct HAConfigCommand: ParsableCommand {
     static func writeAtomically(_ text: String, to path: String, mode: mode_t) throws {
         let temporary = "\(path).tmp.\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw WriteFailure(description: "cannot write \(temporary): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw WriteFailure(description: "cannot write \(path): \(String(cString: strerror(errno)))") }
         var ok = true
         var failure = ""
         let bytes = Array(text.utf8)
