@@ -106,6 +106,13 @@ public enum HAConfig {
         if peers.count > 1, me.syncAddress.family == .ipv6 {
             throw .unusable("ha.nodes: with 3 or more nodes conntrackd needs multicast, which nftpool generates for IPv4 sync addresses only; give the nodes IPv4 syncAddress values")
         }
+        // keepalived refuses an instance whose virtual_ipaddress is empty ("No VIP specified"), and all of
+        // it must be of the family of the adverts (the nodes' addresses).
+        let floating = HA.virtualAddresses(of: spec.pools) + [ha.snatAddress]
+        guard floating.contains(where: { $0.family == me.address.family }) else {
+            let family = me.address.family.rawValue
+            throw .unusable("ha.nodes: the nodes' addresses are \(family) but no frontend address and not snatAddress is; keepalived needs at least one floating \(family) address in the family of its adverts")
+        }
         return Files(
             keepalived: keepalived(spec, ha, me, peers, paths),
             conntrackd: conntrackd(spec, ha, me, peers, paths),

@@ -113,14 +113,38 @@ func haSpec(nodes: String? = nil, frontends: String = "10.50.0.10", snat: String
 
     /// virtual_ipaddress holds the instance's family (its adverts'); the other family is excluded but moves alike.
     @Test func otherFamilyAddressesAreExcludedVIPs() throws {
-        let v6VRRP = try haSpec(nodes: """
+        let nodes6 = """
                 - {name: lb-a, address: "fd50::2", syncAddress: 10.70.0.1, priority: 150}
                 - {name: lb-b, address: "fd50::3", syncAddress: 10.70.0.2, priority: 100}
+            """
+        let v6VRRP = try SpecDecoder.decode("""
+            table: lb
+            pools:
+              - name: api
+                frontends: [{address: 10.50.0.10, port: 6443}]
+                snat: 10.60.0.100
+                backends: [{address: 10.60.0.11}]
+              - name: api6
+                frontends: [{address: "fd50::10", port: 6443}]
+                snat: none
+                backends: [{address: "fd60::11"}]
+            ha:
+              interface: eth0
+              snatAddress: 10.60.0.100
+              routerId: 7
+              advertInterval: 200ms
+              sync: {interface: eth2}
+              nodes:
+            \(nodes6)
             """)
         let files = try HAConfig.generate(v6VRRP, node: "lb-a", configDirectory: "/etc/x")
         #expect(files.keepalived.contains("    unicast_src_ip fd50::2\n"))
-        #expect(!files.keepalived.contains("    virtual_ipaddress {\n        10."))
+        #expect(files.keepalived.contains("    virtual_ipaddress {\n        fd50::10/128 dev eth0\n    }\n"))
         #expect(files.keepalived.contains("    virtual_ipaddress_excluded {\n        10.50.0.10/32 dev eth0\n        10.60.0.100/32 dev eth0\n    }\n"))
+        // keepalived refuses an instance without one VIP of its own family ("No VIP specified").
+        #expect(throws: HAConfig.Failure.unusable("ha.nodes: the nodes' addresses are IPv6 but no frontend address and not snatAddress is; keepalived needs at least one floating IPv6 address in the family of its adverts")) {
+            try HAConfig.generate(try haSpec(nodes: nodes6), node: "lb-a", configDirectory: "/etc/x")
+        }
     }
 
     @Test func refusals() throws {
