@@ -138,6 +138,9 @@ import TestSupport
         #expect(keepalived.contains("notify_fifo /run/nftpool-test/nftpool.lb-a.notify\n"))
         #expect(keepalived.contains("notify \"\(dir)/nftpool-notify.sh\"\n"))
 
+        let validate = try Repo.run(Repo.nftpool, ["validate", ha])
+        #expect(validate.out == "\(ha): valid: table inet nftpool, 2 pools, 2 frontends, 5 backends; ha: 2 nodes (lb-a, lb-b)\n")
+
         let unknown = try Repo.run(Repo.nftpool, ["ha-config", ha, "--node", "x", "--dir", dir])
         #expect(unknown.status == 2 && unknown.out.isEmpty)
         #expect(unknown.err == "--node: no node \"x\" in ha.nodes (lb-a, lb-b)\n")
