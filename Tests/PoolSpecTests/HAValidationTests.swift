@@ -244,4 +244,21 @@ func haEdited(_ old: String, _ new: String) -> String {
             "pools[0].snat: with ha, must be none or ha.snatAddress, not masquerade (the default when snat is absent): masquerade picks this node's own address, so a connection synced to another node would still send backends' replies to the dead node",
         ])
     }
+
+    /// Wrong types anywhere in ha are one error each, never a crash.
+    @Test func wrongTypes() {
+        let base = validYAML + "\n"
+        #expect(errors(base + "ha: 3") == ["ha: must be a mapping of fields, not \"3\""])
+        #expect(errors(base + "ha: {interface: [eth0], snatAddress: {}, routerId: \"51\", advertInterval: null, sync: eth2, nodes: {a: b}}") == [
+            "ha.interface: must be a string, not a list",
+            "ha.snatAddress: must be a string, not a mapping",
+            "ha.routerId: must be a number from 1 to 255, not the string \"51\"",
+            "ha.advertInterval: must be a duration such as 500ms, 2s or 1m, not null",
+            "ha.sync: must be a mapping of fields, not \"eth2\"",
+            "ha.nodes: must be a list, not a mapping",
+            "pools[0].snat: with ha, must be none or ha.snatAddress, not masquerade (the default when snat is absent): masquerade picks this node's own address, so a connection synced to another node would still send backends' replies to the dead node",
+        ])
+        #expect(errors(base + "ha: {interface: eth0, snatAddress: 10.0.0.9, routerId: 1, advertInterval: 1s, sync: {interface: eth1}, nodes: [3, [], {priority: 1.5}]}").contains(
+            "ha.nodes[2].priority: must be a number from 1 to 254, not \"1.5\""))
+    }
 }
