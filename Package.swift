@@ -1,7 +1,7 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-// Layering (docs/DESIGN.md): PoolSpec ─► Ruleset ─► (Kernel) ─► nftpool. Nothing below imports upward.
+// Layering (docs/DESIGN.md): PoolSpec ─► Ruleset ─► (Kernel) ─► nftpool; PoolSpec ─► HAConfig ─► nftpool. Nothing below imports upward.
 let package = Package(
     name: "nftpool",
     platforms: [.macOS(.v13)],
@@ -20,6 +20,8 @@ let package = Package(
     targets: [
         // The pool spec: decoding (YAML/JSON), defaults and validation. Pure.
         .target(name: "PoolSpec", dependencies: [.product(name: "Yams", package: "Yams")]),
+        // Spec's ha section + a node name ─► keepalived.conf, conntrackd.conf, notify script. Pure: text out.
+        .target(name: "HAConfig", dependencies: ["PoolSpec"]),
         // Spec + health ─► typed nftables objects, slot tables, nft text. Pure: no kernel, no clock.
         .target(name: "Ruleset", dependencies: ["PoolSpec"]),
         // libnftnl + libmnl for Swift: a module map and a shim header, nothing but glue.
@@ -48,7 +50,7 @@ let package = Package(
         .executableTarget(
             name: "nftpool",
             dependencies: [
-                "PoolSpec", "Ruleset", "Kernel", "Daemon",
+                "PoolSpec", "Ruleset", "Kernel", "Daemon", "HAConfig",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -71,6 +73,8 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]),
+        // ha-config's text (golden files) and, with root, the real keepalived and conntrackd running it.
+        .testTarget(name: "HAConfigTests", dependencies: ["HAConfig", "PoolSpec", "TestSupport"]),
         .testTarget(name: "RulesetTests", dependencies: ["Ruleset", "PoolSpec", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
         // The kernel layer's plans and batches, computed without a kernel: runs without root.

@@ -164,7 +164,8 @@ struct FieldReader {
         // Edit distance is length × length: a megabyte-long key would take seconds, and is no typo.
         guard word.utf8.count <= 64 else { return nil }
         let scored = names.map { ($0, editDistance(word.lowercased(), $0.lowercased())) }
-        guard let best = scored.min(by: { $0.1 < $1.1 }), best.1 <= 2 else { return nil }
+        // A suggestion must keep part of the word: "" or "x" is no typo of "ha".
+        guard let best = scored.min(by: { $0.1 < $1.1 }), best.1 <= 2, best.1 < word.count else { return nil }
         return best.0
     }
 

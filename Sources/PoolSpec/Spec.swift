@@ -3,10 +3,13 @@
 public struct Spec: Equatable, Sendable {
     public var table: String
     public var pools: [Pool]
+    /// nil: a single node, as before the `ha` section existed.
+    public var ha: HA?
 
-    public init(table: String = Spec.defaultTable, pools: [Pool]) {
+    public init(table: String = Spec.defaultTable, pools: [Pool], ha: HA? = nil) {
         self.table = table
         self.pools = pools
+        self.ha = ha
     }
 
     public static let defaultTable = "nftpool"
@@ -166,5 +169,70 @@ public struct HealthCheck: Equatable, Sendable {
         self.timeout = timeout
         self.rise = rise
         self.fall = fall
+    }
+}
+
+/// The `ha` section: two or more nodes run the same spec; keepalived (VRRPv3, unicast) moves every frontend
+/// address and `snatAddress` together, conntrackd (FTFW) replicates connection state over `sync.interface`.
+public struct HA: Equatable, Sendable {
+    /// Client side: the VIPs (every frontend address) live here and VRRP adverts go here.
+    public var interface: String
+    /// Where `snatAddress` lives; defaults to `interface`.
+    public var backendInterface: String
+    /// The floating source address toward backends; moves with the VIPs.
+    public var snatAddress: IPAddress
+    /// VRRP virtual_router_id, 1..255.
+    public var routerId: Int
+    /// VRRPv3 advert interval: 10ms..40s in whole centiseconds.
+    public var advertInterval: Duration
+    public var sync: HASync
+    /// Two or more; names, addresses, sync addresses and priorities all distinct.
+    public var nodes: [HANode]
+    /// A node whose probes see no serving backend for a pool gives up the VIPs.
+    public var yieldWhenAllDown: Bool
+
+    public init(
+        interface: String, backendInterface: String? = nil, snatAddress: IPAddress, routerId: Int,
+        advertInterval: Duration, sync: HASync, nodes: [HANode], yieldWhenAllDown: Bool = false
+    ) {
+        self.interface = interface
+        self.backendInterface = backendInterface ?? interface
+        self.snatAddress = snatAddress
+        self.routerId = routerId
+        self.advertInterval = advertInterval
+        self.sync = sync
+        self.nodes = nodes
+        self.yieldWhenAllDown = yieldWhenAllDown
+    }
+
+    public func node(named name: String) -> HANode? { nodes.first { $0.name == name } }
+
+    /// Every distinct frontend address of the spec, sorted (IPv4 before IPv6): what keepalived moves.
+    public static func virtualAddresses(of pools: [Pool]) -> [IPAddress] {
+        Set(pools.flatMap { $0.frontends.map(\.address) }).sorted()
+    }
+}
+
+public struct HASync: Equatable, Sendable {
+    /// The link conntrackd replicates connection state over.
+    public var interface: String
+
+    public init(interface: String) { self.interface = interface }
+}
+
+public struct HANode: Equatable, Sendable {
+    public var name: String
+    /// This node's own address on `ha.interface`: VRRP adverts' source and destination.
+    public var address: IPAddress
+    /// This node's own address on `ha.sync.interface`: conntrackd's.
+    public var syncAddress: IPAddress
+    /// VRRP priority 1..254; the highest live node holds the VIPs.
+    public var priority: Int
+
+    public init(name: String, address: IPAddress, syncAddress: IPAddress, priority: Int) {
+        self.name = name
+        self.address = address
+        self.syncAddress = syncAddress
+        self.priority = priority
     }
 }

@@ -41,7 +41,7 @@ public enum SpecDecoder {
             r.fail("spec", "the document must be a mapping with `table` and `pools`, not \(FieldReader.kind(of: root))")
             return nil
         }
-        guard let fields = r.mapping(root, "", allowed: ["table", "pools"]) else { return nil }
+        guard let fields = r.mapping(root, "", allowed: ["table", "pools", "ha"]) else { return nil }
         var table: String? = Spec.defaultTable
         if let node = fields["table"] {
             table = r.string(node, "table").flatMap { SpecRules.checkTableName($0, &r) }
@@ -55,8 +55,14 @@ public enum SpecDecoder {
         let pools = items.enumerated().map { readPool($1, "pools[\($0)]", &r) }
         // Cross-pool rules need every pool decoded; run them on what decoded so that they still report.
         SpecRules.checkAcrossPools(pools, &r)
+        var ha: HA?
+        if let node = fields["ha"] {
+            let before = r.errors.count
+            ha = readHA(node, "ha", pools: pools, &r)
+            guard ha != nil, r.errors.count == before else { return nil }
+        }
         guard let table, pools.allSatisfy({ $0 != nil }) else { return nil }
-        return Spec(table: table, pools: pools.map { $0! })
+        return Spec(table: table, pools: pools.map { $0! }, ha: ha)
     }
 
     static let poolFields = [

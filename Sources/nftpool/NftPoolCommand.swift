@@ -19,6 +19,6 @@ struct NftPoolCommand: AsyncParsableCommand {
               nftpool render rulesets/kube-apiserver.yaml > lb.nft
             """,
         version: "0.1.0",
-        subcommands: [ValidateCommand.self, RenderCommand.self, DiffCommand.self, ApplyCommand.self, DeleteCommand.self, RunCommand.self, StatusCommand.self]
+        subcommands: [ValidateCommand.self, RenderCommand.self, DiffCommand.self, ApplyCommand.self, DeleteCommand.self, RunCommand.self, StatusCommand.self, HAConfigCommand.self]
     )
 }

@@ -16,7 +16,8 @@ struct ValidateCommand: ParsableCommand {
         let frontends = spec.pools.reduce(0) { $0 + $1.frontends.count }
         print(
             "\(input.file): valid: table inet \(spec.table), \(plural(spec.pools.count, "pool")), "
-                + "\(plural(frontends, "frontend")), \(plural(backends, "backend"))")
+                + "\(plural(frontends, "frontend")), \(plural(backends, "backend"))"
+                + (spec.ha.map { "; ha: \(plural($0.nodes.count, "node")) (\($0.nodes.map(\.name).joined(separator: ", ")))" } ?? ""))
     }
 }
 

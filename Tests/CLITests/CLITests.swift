@@ -107,7 +107,7 @@ import TestSupport
     @Test func helpListsEveryCommand() throws {
         let r = try Repo.run(Repo.nftpool, ["--help"])
         #expect(r.status == 0)
-        for command in ["validate", "render", "diff", "apply", "delete", "run", "status"] {
+        for command in ["validate", "render", "diff", "apply", "delete", "run", "status", "ha-config"] {
             #expect(r.out.contains("  \(command) "), "\(command) in --help")
         }
     }
@@ -116,5 +116,54 @@ import TestSupport
         let r = try Repo.run(Repo.nftpool, ["status", "--status-file", "/nonexistent/x.json", Repo.rulesets.appendingPathComponent("weighted.yaml").path])
         #expect(r.status == 1)
         #expect(r.err == "no status at /nonexistent/x.json: is `nftpool run` running?\n")
+    }
+
+    /// ha-config: the three files, their modes, the lines that run them; the contract's error lines.
+    @Test func haConfigWritesTheFilesAndRefusesWhatItCannot() throws {
+        let ha = Repo.rulesets.appendingPathComponent("ha-pair.yaml").path
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("nftpool-hacfg-\(getpid())-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let dir = root.appendingPathComponent("etc/lb-a").path
+        let r = try Repo.run(Repo.nftpool, ["ha-config", ha, "--node", "lb-a", "--dir", dir, "--runtime-dir", "/run/nftpool-test"])
+        #expect(r.status == 0 && r.err.isEmpty, "\(r.err)")
+        #expect(r.out.contains("run: keepalived -n -l -D -f \(dir)/keepalived.conf -p /run/nftpool-test/keepalived.nftpool.lb-a.pid -r /run/nftpool-test/keepalived-vrrp.nftpool.lb-a.pid -c /run/nftpool-test/keepalived-checker.nftpool.lb-a.pid\n"))
+        #expect(r.out.contains("run: conntrackd -C \(dir)/conntrackd.conf\n"))
+        for (name, mode) in [("keepalived.conf", 0o644), ("conntrackd.conf", 0o644), ("nftpool-notify.sh", 0o755)] {
+            let attributes = try FileManager.default.attributesOfItem(atPath: "\(dir)/\(name)")
+            #expect((attributes[.posixPermissions] as? Int) == mode, "\(name)")
+        }
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.contains(".tmp.") }
+        #expect(leftovers.isEmpty)
+        let keepalived = try String(contentsOfFile: "\(dir)/keepalived.conf", encoding: .utf8)
+        #expect(keepalived.contains("notify_fifo /run/nftpool-test/nftpool.lb-a.notify\n"))
+        #expect(keepalived.contains("notify \"\(dir)/nftpool-notify.sh\"\n"))
+
+        let validate = try Repo.run(Repo.nftpool, ["validate", ha])
+        #expect(validate.out == "\(ha): valid: table inet nftpool, 2 pools, 2 frontends, 5 backends; ha: 2 nodes (lb-a, lb-b)\n")
+
+        let unknown = try Repo.run(Repo.nftpool, ["ha-config", ha, "--node", "x", "--dir", dir])
+        #expect(unknown.status == 2 && unknown.out.isEmpty)
+        #expect(unknown.err == "--node: no node \"x\" in ha.nodes (lb-a, lb-b)\n")
+
+        let single = try Repo.run(Repo.nftpool, ["ha-config", good, "--node", "lb-a", "--dir", dir])
+        #expect(single.status == 2 && single.out.isEmpty)
+        #expect(single.err == "ha: this spec has no ha section\n")
+
+        // A directory that cannot be made (its parent is a file): exit 1 naming it.
+        let file = root.appendingPathComponent("file").path
+        try "x".write(toFile: file, atomically: true, encoding: .utf8)
+        let blocked = try Repo.run(Repo.nftpool, ["ha-config", ha, "--node", "lb-a", "--dir", "\(file)/sub"])
+        #expect(blocked.status == 1 && blocked.out.isEmpty)
+        #expect(blocked.err == "cannot write to \(file)/sub: Not a directory\n")
+
+        // A directory this user may not write: exit 1 naming the file, nothing left behind.
+        if getuid() == 0 {
+            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: root.path)
+            let denied = try Repo.run(URL(fileURLWithPath: "/usr/bin/setpriv"), [
+                "--reuid=65534", "--regid=65534", "--clear-groups", Repo.nftpool.path, "ha-config", ha, "--node", "lb-a", "--dir", dir,
+            ])
+            #expect(denied.status == 1 && denied.out.isEmpty)
+            #expect(denied.err == "cannot write \(dir)/keepalived.conf: Permission denied\n")
+        }
     }
 }

@@ -55,15 +55,15 @@ import Testing
             #"pools[0].backends[0].address: "10.0.0.1\nrm -rf /" is not an IPv4 or IPv6 address"#
         ])
         #expect(errors(edited("table: lb", "table: lb\n\"a\\nb\": 1")) == [
-            #""a\nb": unknown field; known fields here: table, pools"#
+            #""a\nb": unknown field; known fields here: table, pools, ha"#
         ])
         // A key that is empty or not a plain name is quoted, so the path is never empty or ambiguous.
         #expect(errors(edited("table: lb", "table: lb\n\"\": 1\n\"x.y\": 2")) == [
-            #""": unknown field; known fields here: table, pools"#,
-            #""x.y": unknown field; known fields here: table, pools"#,
+            #""": unknown field; known fields here: table, pools, ha"#,
+            #""x.y": unknown field; known fields here: table, pools, ha"#,
         ])
         #expect(errors("pools[0]: 1\n") == [
-            #""pools[0]": unknown field; known fields here: table, pools"#,
+            #""pools[0]": unknown field; known fields here: table, pools, ha"#,
             "pools: required: a list of one or more pools",
         ])
     }
@@ -81,7 +81,7 @@ import Testing
         let e = errors(edited("192.168.1.110", long))
         // A long unknown key gets no suggestion (edit distance would cost length²), and is elided too.
         #expect(errors("{\"\(long)x\": 1, \"pools\": []}") == [
-            "\"\(String(repeating: "x", count: 48))… (100001 characters)\": unknown field; known fields here: table, pools",
+            "\"\(String(repeating: "x", count: 48))… (100001 characters)\": unknown field; known fields here: table, pools, ha",
             "pools: must hold at least one pool",
         ])
         // libyaml's own message quotes the line it stopped on: that is cut short too.

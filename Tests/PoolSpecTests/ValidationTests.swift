@@ -42,7 +42,7 @@ func edited(_ old: String, _ new: String) -> String {
 
     @Test func unknownKeysAreErrorsWithSuggestion() {
         #expect(errors(edited("table: lb", "table: lb\nversion: 1")) == [
-            "version: unknown field; known fields here: table, pools"
+            "version: unknown field; known fields here: table, pools, ha"
         ])
         #expect(errors(edited("    backends:", "    backend:")) == [
             "pools[0].backend: unknown field (did you mean \"backends\"?)",

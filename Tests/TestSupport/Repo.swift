@@ -61,7 +61,7 @@ public final class ScratchNamespace {
         try Repo.run(Self.ip, ["netns", "exec", name, command] + arguments, stdin: stdin)
     }
 
-    static let ip = URL(fileURLWithPath: "/usr/sbin/ip")
+    public static let ip = URL(fileURLWithPath: "/usr/sbin/ip")
 
     /// Fails, never skips, when the machine cannot run kernel tests: CI requires them.
     public static func requireKernelTools() throws {
