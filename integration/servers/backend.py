@@ -6,13 +6,16 @@ Serves, on every address of the namespace (IPv4 and IPv6):
     knows which backend a connection reached and what source address the backend saw;
   - HTTPS on --https-port (when --cert/--key are given), the same, plus /readyz like kube-apiserver:
     200 "ok" while the file --not-ready does not exist, 503 while it does;
-  - UDP echo on --udp-port: each datagram is answered with "<name> <client address>\n".
+  - UDP echo on --udp-port: each datagram is answered with "<name> <client address>\n";
+  - TCP echo on --echo-port (when given): every byte received is sent back, for as long as the client
+    keeps the connection open (the HA tests' long-lived connections).
 Writes --ready-file once every socket is listening. Standard library only.
 """
 import argparse
 import os
 import signal
 import socket
+import socketserver
 import ssl
 import sys
 import threading
@@ -75,6 +78,31 @@ def serve_udp(name, port):
     threading.Thread(target=loop, daemon=True).start()
 
 
+class EchoHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        sock = self.request
+        try:
+            while True:
+                data = sock.recv(4096)
+                if not data:
+                    return
+                sock.sendall(data)
+        except OSError:
+            # A reset (health probes close with SO_LINGER 0, a client gives up): nothing to report.
+            return
+
+
+class EchoServer(socketserver.ThreadingTCPServer):
+    address_family = socket.AF_INET6
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
 def main():
     # A Swift test runner's threads block most signals, and a spawned child inherits that mask: unblock
     # the ones the harness uses to stop us.
@@ -84,6 +112,7 @@ def main():
     p.add_argument("--http-port", type=int, default=80)
     p.add_argument("--https-port", type=int, default=443)
     p.add_argument("--udp-port", type=int, default=53)
+    p.add_argument("--echo-port", type=int, default=0, help="TCP echo on this port (0: none)")
     p.add_argument("--cert")
     p.add_argument("--key")
     p.add_argument("--not-ready")
@@ -99,6 +128,9 @@ def main():
         tls.socket = ctx.wrap_socket(tls.socket, server_side=True)
         servers.append(tls)
     serve_udp(a.name, a.udp_port)
+    if a.echo_port:
+        echo = EchoServer(("::", a.echo_port), EchoHandler)
+        threading.Thread(target=echo.serve_forever, daemon=True).start()
     for s in servers[1:]:
         threading.Thread(target=s.serve_forever, daemon=True).start()
     with open(a.ready_file, "w") as f:
