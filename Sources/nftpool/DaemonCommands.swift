@@ -72,7 +72,13 @@ func reexecInside(_ netns: String) throws {
     }
     setenv(namespaceVariable, netns, 1)
     let cArgs = args.map { strdup($0) } + [nil]
-    execv("/proc/self/exe", cArgs)
+    // By its real path: the kernel names a process (comm) after the file exec'd, and /proc/self/exe
+    // would make it "exe", which keepalived's liveness check (nftpool-notify.sh alive: comm must be
+    // nftpool) refuses. /proc/self/exe only when the binary is gone (replaced since start).
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+    let path = n > 0 ? String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
+    execv(path.hasPrefix("/") && access(path, X_OK) == 0 ? path : "/proc/self/exe", cArgs)
     Stderr.print("cannot re-execute nftpool inside namespace \(netns): \(String(cString: strerror(errno)))")
     throw ExitCode(ExitStatus.kernelRefused)
 }
