@@ -38,6 +38,12 @@ public final class Sandbox {
     private var background: [Process] = []
     nonisolated(unsafe) private static var counter = 0
 
+    /// This run's next sandbox name prefix (`npi<pid>-<n>`): sweepLeftovers knows it by that.
+    static func nextTag() -> String {
+        counter += 1
+        return "npi\(getpid())-\(counter)"
+    }
+
     public static func backendName(_ i: Int) -> String { "b\(i)" }
     public static func backendAddress(_ i: Int) -> String { "10.20.0.\(11 + i)" }
     public static func backendAddress6(_ i: Int) -> String { "fd00:20::\(11 + i)" }
@@ -48,8 +54,7 @@ public final class Sandbox {
     public init(_ label: String, _ options: Options = Options()) throws {
         try ScratchNamespace.requireKernelTools()
         Self.sweepLeftovers()
-        Self.counter += 1
-        let tag = "npi\(getpid())-\(Self.counter)"
+        let tag = Self.nextTag()
         self.tag = tag
         self.options = options
         client = "\(tag)-client"

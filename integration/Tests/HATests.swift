@@ -1,0 +1,146 @@
+import Foundation
+import IntegrationHarness
+import Testing
+
+/// Two LB nodes made highly available by `nftpool ha-config`'s keepalived and conntrackd (HASandbox),
+/// and the failures of issue 12: the active node hard-killed (every process SIGKILLed, links down), the
+/// same without conntrackd (the baseline that shows what the sync buys), and a planned switchover.
+/// A client holds 50 connections to an echo service behind the VIP (a message every 50 ms, its echo
+/// awaited) and opens a new connection every 20 ms (one that is not done in 0.5 s, or is refused or
+/// reset, is a failure) — integration/servers/haclient.py.
+@Suite(.serialized) struct HATests {
+    static let conns = 50
+    static let newTimeout = 0.5
+
+    struct Trial {
+        var victim = ""
+        var blackout = 0.0
+        var kept = 0
+        var stall = 0.0
+        var resets = 0
+        var heldResets = 0
+        var newResets = 0
+        var newOK = 0
+        var failuresAfter = 0
+        var failuresBefore = 0
+        var tookOver = false
+        var oldStillHolds = false
+        var lost: [Any] = []
+
+        var line: String {
+            String(format: "%@ stopped: new-connection blackout %.3f s (%d failed), kept %d/%d, longest stall %.3f s, resets %d (held %d, new %d), new connections ok %d, failures before the fault %d",
+                   victim, blackout, failuresAfter, kept, HATests.conns, stall, resets, heldResets, newResets, newOK, failuresBefore)
+        }
+    }
+
+    /// One trial: wait for a single master, start the client, after 1 s of traffic apply `fault` to the
+    /// master (it returns the wall-clock time of the fault), let the client run 4.5 s more, read its summary.
+    /// Blackout: start of the last new connection that failed, minus the fault's time (0 if none failed).
+    func trial(_ sb: HASandbox, _ fault: (Int) -> Double) throws -> Trial {
+        guard let master = sb.waitForSingleMaster(timeout: 15) else {
+            throw TrialError("no single master within 15 s\n\(sb.logs(0))\n\(sb.logs(1))")
+        }
+        let other = 1 - master
+        let client = try sb.startClient(["--conns", "\(Self.conns)", "--duration", "5.5", "--new-every", "0.02",
+                                         "--new-timeout", "\(Self.newTimeout)", "--interval", "0.05", "--lost-after", "3"])
+        let ready = try client.nextLine()
+        guard ready["ready"] is Double else { throw TrialError("client did not start: \(ready)") }
+        usleep(1_000_000)
+        let at = fault(master)
+        let r = try client.finish()
+        var t = Trial()
+        t.victim = sb.nodes[master].name
+        t.kept = r["kept"] as? Int ?? -1
+        t.stall = r["stall"] as? Double ?? -1
+        t.resets = r["resets"] as? Int ?? -1
+        t.heldResets = r["held_resets"] as? Int ?? -1
+        t.newResets = r["new_resets"] as? Int ?? -1
+        t.newOK = r["new_ok"] as? Int ?? -1
+        t.lost = r["lost"] as? [Any] ?? []
+        let failures = (r["new_failures"] as? [[Any]] ?? []).compactMap { $0.first as? Double }
+        let after = failures.filter { $0 >= at - Self.newTimeout }
+        t.failuresAfter = after.count
+        t.failuresBefore = failures.count - after.count
+        t.blackout = after.max().map { max(0, $0 - at) } ?? 0
+        t.tookOver = sb.holdsVIP(other) && sb.holdsSNAT(other)
+        // A hard-killed node keeps its addresses configured (links down); a stopped keepalived removes them.
+        t.oldStillHolds = sb.holdsVIP(master) || sb.holdsSNAT(master)
+        return t
+    }
+
+    struct TrialError: Error, CustomStringConvertible {
+        var description: String
+        init(_ d: String) { description = d }
+    }
+
+    static func fmt(_ x: Double) -> String { String(format: "%.3f", x) }
+    static func p50(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+
+    static func summary(_ name: String, _ trials: [Trial], note: String = "") -> String {
+        let b = trials.map(\.blackout), s = trials.map(\.stall)
+        return "figure: \(name): blackout p50 \(fmt(p50(b))) s, max \(fmt(b.max()!)) s; kept \(trials.map { "\($0.kept)" }.joined(separator: ", "))/\(conns) "
+            + "over \(trials.count) trials; longest stall p50 \(fmt(p50(s))) s, max \(fmt(s.max()!)) s; "
+            + "resets \(trials.map { "\($0.resets)" }.joined(separator: ", "))\(note.isEmpty ? "" : " (\(note))")"
+    }
+
+    // Test 1: the issue's core requirement.
+    @Test(.timeLimit(.minutes(2))) func hardKillOfTheActiveNodeKeepsEveryConnection() throws {
+        let sb = try HASandbox("hakill")
+        defer { sb.close() }
+        var trials: [Trial] = []
+        for n in 0..<3 {
+            let t = try trial(sb) { sb.hardKill($0) }
+            print("figure: ha hard kill trial \(n + 1): \(t.line)")
+            #expect(t.tookOver, "trial \(n + 1): the other node holds the VIP and the SNAT address\n\(sb.logs(0))\n\(sb.logs(1))")
+            #expect(t.blackout < 1.0, "trial \(n + 1): \(t.line)")
+            #expect(t.kept == Self.conns, "trial \(n + 1): \(t.line); lost: \(t.lost)")
+            #expect(t.resets == 0, "trial \(n + 1): \(t.line)")
+            #expect(t.failuresBefore == 0, "trial \(n + 1): no failure before the kill: \(t.line)")
+            trials.append(t)
+            if n < 2 {
+                let victim = sb.nodes.firstIndex { $0.name == t.victim }!
+                try sb.restore(victim)
+            }
+        }
+        print(Self.summary("ha hard kill", trials, note: "advert 0.2 s, conntrackd FTFW direct injection; pid and track files written by \(HASandbox.daemonSpeaksHA ? "the daemon" : "the harness standing in for the daemon")"))
+    }
+
+    // Test 2: the baseline, no assertion on the outcome: nftpool and keepalived only, round-robin.
+    @Test(.timeLimit(.minutes(2))) func hardKillWithoutConntrackdBaseline() throws {
+        var options = HASandbox.Options()
+        options.conntrackd = false
+        let sb = try HASandbox("hanosync", options)
+        defer { sb.close() }
+        var trials: [Trial] = []
+        for n in 0..<3 {
+            let t = try trial(sb) { sb.hardKill($0) }
+            print("figure: ha hard kill without conntrackd trial \(n + 1): \(t.line)")
+            #expect(t.tookOver, "trial \(n + 1): the other node holds the VIP")
+            trials.append(t)
+            if n < 2 {
+                try sb.restore(sb.nodes.firstIndex { $0.name == t.victim }!)
+            }
+        }
+        print(Self.summary("ha hard kill without conntrackd", trials, note: "baseline, round-robin"))
+    }
+
+    // Test 3: planned switchover, keepalived stopped gracefully (SIGTERM) on the active node.
+    @Test(.timeLimit(.minutes(2))) func plannedSwitchoverResetsNothing() throws {
+        let sb = try HASandbox("haswitch")
+        defer { sb.close() }
+        var trials: [Trial] = []
+        for n in 0..<3 {
+            let t = try trial(sb) { sb.stopKeepalived($0) }
+            print("figure: ha planned switchover trial \(n + 1): \(t.line)")
+            #expect(t.tookOver, "trial \(n + 1): the other node holds the VIP\n\(sb.logs(0))\n\(sb.logs(1))")
+            #expect(!t.oldStillHolds, "trial \(n + 1): the stopped keepalived removed its addresses")
+            #expect(t.kept == Self.conns, "trial \(n + 1): \(t.line); lost: \(t.lost)")
+            #expect(t.resets == 0, "trial \(n + 1): \(t.line)")
+            trials.append(t)
+            if n < 2 {
+                try sb.restartKeepalived(sb.nodes.firstIndex { $0.name == t.victim }!)
+            }
+        }
+        print(Self.summary("ha planned switchover", trials, note: "keepalived SIGTERM on the active node"))
+    }
+}
