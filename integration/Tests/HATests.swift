@@ -96,6 +96,11 @@ import Testing
             #expect(t.kept == Self.conns, "trial \(n + 1): \(t.line); lost: \(t.lost)")
             #expect(t.resets == 0, "trial \(n + 1): \(t.line)")
             #expect(t.failuresBefore == 0, "trial \(n + 1): no failure before the kill: \(t.line)")
+            if !HASandbox.daemonSpeaksHA {
+                // The generated notify_fifo carries the role to whoever reads it (the harness, until the daemon does).
+                let survivor = sb.nodes.firstIndex { $0.name != t.victim }!
+                #expect(sb.roles(survivor).contains("INSTANCE \"nftpool_\(HASandbox.table)\" MASTER"), "fifo: \(sb.roles(survivor))")
+            }
             trials.append(t)
             if n < 2 {
                 let victim = sb.nodes.firstIndex { $0.name == t.victim }!
