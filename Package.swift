@@ -45,7 +45,7 @@ let package = Package(
         .target(
             name: "Daemon",
             dependencies: [
-                "PoolSpec", "Ruleset", "Kernel", "Probes", .product(name: "Logging", package: "swift-log"),
+                "PoolSpec", "Ruleset", "Kernel", "Probes", "HAConfig", .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(
             name: "nftpool",

@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import HAConfig
 import Kernel
 import Logging
 import PoolSpec
@@ -21,6 +22,10 @@ public final class Daemon {
         public var cleanupOnExit = false
         /// Where the daemon publishes health for `nftpool status`; nil: StatusFile.defaultPath.
         public var statusPath: String?
+        /// With a spec's `ha` section: this node's name (nil: the node whose address is local) and the
+        /// runtime directory shared with keepalived (`nftpool ha-config --runtime-dir`).
+        public var node: String?
+        public var runtimeDirectory = HAConfig.defaultRuntimeDirectory
         /// How often the ruleset generation is checked, in case an nftables event was missed.
         public var generationCheck: Duration = .seconds(1)
 
@@ -38,6 +43,7 @@ public final class Daemon {
         case signal(SignalWatch.Signal)
         case kernel(RulesetMonitor.Event)
         case monitorFailed(String)
+        case role(HANodeLink.Role, Int)
     }
 
     /// Transitions as they come from the probes. The loop takes them all at once, so a burst (a start,
@@ -71,6 +77,14 @@ public final class Daemon {
         let lock = try DaemonLock(table: options.spec.table)
         defer { withExtendedLifetime(lock) {} }
         Self.raiseDescriptorLimit()
+        var link: HANodeLink?
+        if let ha = options.spec.ha {
+            let node = try HANodeLink.node(ha, named: options.node).get()
+            link = HANodeLink(node: node, paths: HAConfig.Paths(
+                configDirectory: "/", runtimeDirectory: options.runtimeDirectory, table: options.spec.table, node: node.name))
+            try link!.begin()
+        }
+        defer { link?.end() }
         let kernel = try NetfilterKernel()
 
         // Subscribe before the first apply, and count generations from before it, so that no foreign
@@ -92,6 +106,23 @@ public final class Daemon {
 
         let core = DaemonCore(spec: options.spec, kernel: kernel, force: options.force)
         log(try core.start())
+        var role = (HANodeLink.Role.unknown, 0, ContinuousClock.now)
+        var track: HAConfig.TrackValue?
+        // The table is loaded: this node may hold the VIPs (unless it yields them with a pool all down).
+        func publishTrack() {
+            guard let link else { return }
+            let value: HAConfig.TrackValue = link.yields(core) ? .fault : .ready
+            guard value != track else { return }
+            do {
+                try link.publish(value)
+                track = value
+                logger.notice("ha: node \(link.node.name) \(value == .ready ? "may hold the VIPs" : "gives up the VIPs (a pool has no serving backend; yieldWhenAllDown)") (track file \(value.rawValue))")
+            } catch {
+                logger.error("ha: cannot write \(link.paths.trackFile): \(error)")
+            }
+        }
+        publishTrack()
+        link?.watchRoles { sink.yield(.role($0, $1)) }
 
         let prober = Prober()
         let inbox = Inbox()
@@ -108,7 +139,15 @@ public final class Daemon {
         var refs = watch(core.spec, health: core.health, monitor: monitor)
         let statusPath = options.statusPath ?? StatusFile.defaultPath(table: table, namespace: DaemonLock.namespaceID())
         let status = StatusFile(path: statusPath)
-        status.write(core, specPath: options.specPath, netns: options.netns, lock: lock.path, monitor: monitor)
+        func writeStatus() {
+            let haState = link.map { l in
+                StatusFile.HAState(
+                    node: l.node.name, role: role.0.rawValue,
+                    roleSince: Date().timeIntervalSince1970 - StatusFile.seconds(role.2.duration(to: .now)), track: track?.rawValue)
+            }
+            status.write(core, specPath: options.specPath, netns: options.netns, lock: lock.path, monitor: monitor, ha: haState)
+        }
+        writeStatus()
         var statusDirty = false
         var lastStatus = ContinuousClock.now
         var lastGenerationCheck = ContinuousClock.now
@@ -131,6 +170,9 @@ public final class Daemon {
                 if let who = ledger.event(e, lastOwn: kernel.lastCommitGeneration, current: { try? kernel.generation() }) {
                     log(core.kernelChanged(by: who, now: now))
                 }
+            case .role(let r, let priority):
+                if r != role.0 { logger.notice("ha: node \(link?.node.name ?? "?") is \(r.rawValue) (keepalived, priority \(priority))") }
+                role = (r, priority, now)
             case .monitorFailed(let why):
                 ledger.eventsAlive = false
                 logger.warning("no nftables events (\(why)): foreign changes are found by the generation check every \(DurationText.format(options.generationCheck))")
@@ -140,6 +182,7 @@ public final class Daemon {
                     if let ref = refs[id] { changes.append((ref, t)) }
                 }
                 log(core.healthChanged(changes, now: now))
+                publishTrack()
             case .signal(.hangup):
                 guard options.specPath != "-" else {
                     logger.error("reload: the spec came from standard input and cannot be read again; keeping the running one")
@@ -148,6 +191,7 @@ public final class Daemon {
                 do {
                     let next = try SpecDecoder.load(path: options.specPath)
                     log(core.reload(next, now: now))
+                    publishTrack()
                     // Rotated certificates: the next https probe reads its caFile again.
                     prober.reloadTrust()
                     refs = watch(core.spec, health: core.health, monitor: monitor)
@@ -173,6 +217,7 @@ public final class Daemon {
                 } else {
                     logger.warning("\(signal): stopped; table inet \(table) stays in the kernel but does not hold what this daemon wanted (\(core.failure?.error ?? "not confirmed"))")
                 }
+                link?.end()
                 status.remove()
                 return
             }
@@ -180,7 +225,7 @@ public final class Daemon {
             // Written at most every half second (and every 10 s regardless, as a sign of life); the times
             // in it are absolute, so it does not go stale.
             if (statusDirty && now - lastStatus >= .milliseconds(500)) || now - lastStatus >= .seconds(10) {
-                status.write(core, specPath: options.specPath, netns: options.netns, lock: lock.path, monitor: monitor)
+                writeStatus()
                 statusDirty = false
                 lastStatus = now
             }

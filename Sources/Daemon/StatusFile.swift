@@ -30,7 +30,18 @@ public struct StatusFile: Sendable {
         /// Wall-clock seconds of this write.
         public var updated: Double
         public var kernel: KernelState
+        /// With a spec's `ha` section: this node and what keepalived made of it.
+        public var ha: HAState?
         public var pools: [PoolStatus]
+    }
+
+    public struct HAState: Codable, Sendable {
+        public var node: String
+        /// MASTER / BACKUP / FAULT / STOP from keepalived's notify fifo; UNKNOWN before its first line.
+        public var role: String
+        public var roleSince: Double
+        /// What the daemon last wrote to the track file (0 may hold the VIPs, -254 must not).
+        public var track: Int?
     }
 
     public struct KernelState: Codable, Sendable {
@@ -68,7 +79,7 @@ public struct StatusFile: Sendable {
         public var bytes: UInt64?
     }
 
-    func write(_ core: DaemonCore, specPath: String, netns: String?, lock: String, monitor: HealthMonitor) {
+    func write(_ core: DaemonCore, specPath: String, netns: String?, lock: String, monitor: HealthMonitor, ha: HAState? = nil) {
         let probes = monitor.status()
         let now = ContinuousClock.now
         let wall = Date().timeIntervalSince1970
@@ -94,7 +105,7 @@ public struct StatusFile: Sendable {
             inSync: core.inSync,
             outOfSyncSince: failure.map { wall - Self.seconds($0.since.duration(to: now)) },
             error: failure?.error, refusedAttempts: failure?.attempts ?? 0, repairs: core.repairs)
-        let doc = Document(table: core.spec.table, pid: getpid(), spec: specPath, netns: netns, lock: lock, updated: wall, kernel: kernel, pools: pools)
+        let doc = Document(table: core.spec.table, pid: getpid(), spec: specPath, netns: netns, lock: lock, updated: wall, kernel: kernel, ha: ha, pools: pools)
         guard let data = try? JSONEncoder().encode(doc) else { return }
         let dir = (path as NSString).deletingLastPathComponent
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])

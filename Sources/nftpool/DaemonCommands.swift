@@ -1,6 +1,7 @@
 import ArgumentParser
 import Daemon
 import Foundation
+import HAConfig
 import Kernel
 import Logging
 import PoolSpec
@@ -28,10 +29,25 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Where to publish health for `nftpool status` (default /run/nftpool/<table>.json).", valueName: "PATH"))
     var statusFile: String?
 
+    @Option(help: ArgumentHelp("With a spec's ha section: this node's name in ha.nodes (default: the node whose address is on this machine).", valueName: "NAME"))
+    var node: String?
+
+    @Option(help: ArgumentHelp("With a spec's ha section: the runtime directory shared with keepalived (as given to `nftpool ha-config`).", valueName: "RUNDIR"))
+    var runtimeDir: String = HAConfig.defaultRuntimeDirectory
+
     func run() async throws {
         // Standard input can be read once: with --netns, re-execute first and read it inside.
         if input.file == "-", let netns = options.netns { try reexecInside(netns) }
         let spec = try input.load()  // exit 2 with every error before anything starts
+        if node != nil && spec.ha == nil {
+            Stderr.print("--node: the spec has no ha section")
+            throw ExitCode(ExitStatus.invalidSpec)
+        }
+        // A named node is checked before anything starts; a local one is found inside --netns.
+        if let ha = spec.ha, let node, case .failure(let error) = HANodeLink.node(ha, named: node) {
+            Stderr.print(error.description)
+            throw ExitCode(ExitStatus.invalidSpec)
+        }
         if let netns = options.netns {
             try reexecInside(netns)
         }
@@ -44,6 +60,8 @@ struct RunCommand: AsyncParsableCommand {
         daemonOptions.force = options.force
         daemonOptions.cleanupOnExit = cleanupOnExit
         daemonOptions.statusPath = statusFile
+        daemonOptions.node = node
+        daemonOptions.runtimeDirectory = runtimeDir
         let daemon = Daemon(options: daemonOptions, logger: Logger(label: "nftpool"))
         do {
             try await daemon.run()
@@ -52,6 +70,12 @@ struct RunCommand: AsyncParsableCommand {
             throw ExitCode(ExitStatus.kernelRefused)
         } catch let error as DaemonLock.Failure {
             Stderr.print(error.description)
+            throw ExitCode(ExitStatus.kernelRefused)
+        } catch let error as HANodeLink.NodeError {
+            Stderr.print(error.description)
+            throw ExitCode(ExitStatus.invalidSpec)
+        } catch {
+            Stderr.print("nftpool run: \(error)")
             throw ExitCode(ExitStatus.kernelRefused)
         }
     }
@@ -72,13 +96,11 @@ func reexecInside(_ netns: String) throws {
     }
     setenv(namespaceVariable, netns, 1)
     let cArgs = args.map { strdup($0) } + [nil]
-    // By its real path: the kernel names a process (comm) after the file exec'd, and /proc/self/exe
-    // would make it "exe", which keepalived's liveness check (nftpool-notify.sh alive: comm must be
-    // nftpool) refuses. /proc/self/exe only when the binary is gone (replaced since start).
-    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-    let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-    let path = n > 0 ? String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
-    execv(path.hasPrefix("/") && access(path, X_OK) == 0 ? path : "/proc/self/exe", cArgs)
+    // The binary's own path, not /proc/self/exe: the process name (comm) stays `nftpool`, which
+    // keepalived's liveness check of an HA node looks for.
+    var path = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    let n = readlink("/proc/self/exe", &path, path.count - 1)
+    execv(n > 0 ? String(cString: path) : "/proc/self/exe", cArgs)
     Stderr.print("cannot re-execute nftpool inside namespace \(netns): \(String(cString: strerror(errno)))")
     throw ExitCode(ExitStatus.kernelRefused)
 }
@@ -182,6 +204,9 @@ struct StatusCommand: ParsableCommand {
     func printText(_ doc: StatusFile.Document) {
         let now = Date().timeIntervalSince1970
         print("table inet \(doc.table) (nftpool run, pid \(doc.pid)\(doc.netns.map { ", netns \($0)" } ?? ""))")
+        if let ha = doc.ha {
+            print("ha: node \(ha.node), \(ha.role) for \(String(format: "%.0fs", now - ha.roleSince)), track file \(ha.track.map(String.init) ?? "-")")
+        }
         if doc.kernel.inSync {
             print("kernel: in sync\(doc.kernel.repairs > 0 ? "; \(doc.kernel.repairs) foreign change\(doc.kernel.repairs == 1 ? "" : "s") restored" : "")")
         } else {

@@ -1,0 +1,132 @@
+import Foundation
+import HAConfig
+import PoolSpec
+
+/// The daemon's side of the LB-node HA contract with keepalived (files under the runtime directory,
+/// named by `HAConfig.Paths`): it publishes its pid (keepalived's liveness check reads it) and whether
+/// this node may hold the VIPs (the track file), and learns its role from keepalived's notify fifo.
+public final class HANodeLink: Sendable {
+    public enum Role: String, Sendable, Codable {
+        case unknown = "UNKNOWN", master = "MASTER", backup = "BACKUP", fault = "FAULT", stop = "STOP"
+    }
+
+    public let node: HANode
+    public let paths: HAConfig.Paths
+
+    public init(node: HANode, paths: HAConfig.Paths) {
+        self.node = node
+        self.paths = paths
+    }
+
+    /// The node of `ha` named `name`, or (nil) the one whose address is on a local interface.
+    public static func node(_ ha: HA, named name: String?) -> Result<HANode, NodeError> {
+        let names = ha.nodes.map(\.name).joined(separator: ", ")
+        if let name {
+            guard let n = ha.nodes.first(where: { $0.name == name }) else { return .failure(.unknown(name, names)) }
+            return .success(n)
+        }
+        let local = localAddresses()
+        let mine = ha.nodes.filter { local.contains($0.address) }
+        guard mine.count == 1 else { return .failure(.notLocal(names, found: mine.count)) }
+        return .success(mine[0])
+    }
+
+    public enum NodeError: Error, CustomStringConvertible {
+        case unknown(String, String)
+        case notLocal(String, found: Int)
+
+        public var description: String {
+            switch self {
+            case .unknown(let name, let names): return "--node: no node \"\(name)\" in ha.nodes (\(names))"
+            case .notLocal(let names, 0): return "--node: no node of ha.nodes (\(names)) has its address on this machine; name it with --node"
+            case .notLocal(let names, _): return "--node: several nodes of ha.nodes (\(names)) have their address here; name one with --node"
+            }
+        }
+    }
+
+    static func localAddresses() -> Set<IPAddress> {
+        var out = Set<IPAddress>()
+        var list: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&list) == 0 else { return out }
+        defer { freeifaddrs(list) }
+        var p = list
+        while let ifa = p {
+            defer { p = ifa.pointee.ifa_next }
+            guard let sa = ifa.pointee.ifa_addr else { continue }
+            switch Int32(sa.pointee.sa_family) {
+            case AF_INET:
+                sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
+                    var a = sin.pointee.sin_addr
+                    out.insert(IPAddress(bytes: withUnsafeBytes(of: &a) { Array($0) }))
+                }
+            case AF_INET6:
+                sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin in
+                    var a = sin.pointee.sin6_addr
+                    out.insert(IPAddress(bytes: withUnsafeBytes(of: &a) { Array($0) }))
+                }
+            default: break
+            }
+        }
+        return out
+    }
+
+    /// The runtime directory, the pid file, and the track file at FAULT (table not loaded yet).
+    func begin() throws {
+        try FileManager.default.createDirectory(atPath: paths.runtimeDirectory, withIntermediateDirectories: true)
+        try Self.writeAtomically("\(getpid())\n", to: paths.daemonPidFile)
+        try publish(.fault)
+        if access(paths.notifyFifo, F_OK) != 0 { mkfifo(paths.notifyFifo, 0o600) }
+    }
+
+    func publish(_ value: HAConfig.TrackValue) throws {
+        try Self.writeAtomically("\(value.rawValue)\n", to: paths.trackFile)
+    }
+
+    /// With `yieldWhenAllDown`, a node that sees a pool without a serving backend gives up the VIPs (a
+    /// peer whose probes see one may serve).
+    func yields(_ core: DaemonCore) -> Bool {
+        guard core.spec.ha?.yieldWhenAllDown == true else { return false }
+        return core.spec.pools.contains { pool in !pool.backends.contains { core.health.isEligible($0, in: pool) } }
+    }
+
+    /// Stopping: FAULT first (keepalived hands the VIPs over at once), then no pid.
+    func end() {
+        try? publish(.fault)
+        unlink(paths.daemonPidFile)
+    }
+
+    /// Reads keepalived's notify fifo on a thread of its own, for the process's life; each line for our
+    /// instance becomes a role. The fifo is reopened when keepalived restarts (EOF).
+    func watchRoles(_ deliver: @escaping @Sendable (Role, Int) -> Void) {
+        let path = paths.notifyFifo
+        let instance = "\"nftpool_\(paths.table)\""
+        Thread {
+            while true {
+                guard let file = fopen(path, "r") else {
+                    sleep(1)
+                    continue
+                }
+                var line: UnsafeMutablePointer<CChar>?
+                var capacity = 0
+                while getline(&line, &capacity, file) > 0 {
+                    let words = String(cString: line!).split(separator: " ").map(String.init)
+                    // INSTANCE "nftpool_<table>" MASTER 150
+                    guard words.count >= 3, words[0] == "INSTANCE", words[1] == instance,
+                        let role = Role(rawValue: words[2].trimmingCharacters(in: .whitespacesAndNewlines))
+                    else { continue }
+                    deliver(role, words.count > 3 ? Int(words[3].trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0 : 0)
+                }
+                free(line)
+                fclose(file)
+            }
+        }.start()
+    }
+
+    static func writeAtomically(_ text: String, to path: String) throws {
+        let temp = path + ".tmp"
+        guard FileManager.default.createFile(atPath: temp, contents: Data(text.utf8), attributes: [.posixPermissions: 0o644]) else {
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: temp])
+        }
+        guard rename(temp, path) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+    }
+}
