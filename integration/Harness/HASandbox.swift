@@ -331,6 +331,16 @@ public final class HASandbox {
         return roleLines[i]
     }
 
+    /// The role node i's daemon publishes in its status file (`ha.role`: MASTER, BACKUP, FAULT, STOP,
+    /// UNKNOWN), learnt from keepalived's notify fifo; nil without one.
+    public func publishedRole(_ i: Int) -> String? {
+        guard let data = try? Data(contentsOf: URL(fileURLWithPath: statusFile(i))),
+            let doc = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+            let ha = doc["ha"] as? [String: Any]
+        else { return nil }
+        return ha["role"] as? String
+    }
+
     /// Node i's published health per backend endpoint.
     public func health(_ i: Int) -> [String: String] {
         guard let data = try? Data(contentsOf: URL(fileURLWithPath: statusFile(i))),

@@ -96,9 +96,14 @@ import Testing
             #expect(t.kept == Self.conns, "trial \(n + 1): \(t.line); lost: \(t.lost)")
             #expect(t.resets == 0, "trial \(n + 1): \(t.line)")
             #expect(t.failuresBefore == 0, "trial \(n + 1): no failure before the kill: \(t.line)")
-            if !HASandbox.daemonSpeaksHA {
-                // The generated notify_fifo carries the role to whoever reads it (the harness, until the daemon does).
-                let survivor = sb.nodes.firstIndex { $0.name != t.victim }!
+            // The generated notify_fifo carries the role to the daemon, which publishes it (or, until the
+            // daemon reads it, to the harness standing in).
+            let survivor = sb.nodes.firstIndex { $0.name != t.victim }!
+            if HASandbox.daemonSpeaksHA {
+                let end = Date().addingTimeInterval(2)
+                while sb.publishedRole(survivor) != "MASTER" && Date() < end { usleep(50_000) }
+                #expect(sb.publishedRole(survivor) == "MASTER", "status of \(sb.nodes[survivor].name): \(sb.publishedRole(survivor) ?? "no ha role")")
+            } else {
                 #expect(sb.roles(survivor).contains("INSTANCE \"nftpool_\(HASandbox.table)\" MASTER"), "fifo: \(sb.roles(survivor))")
             }
             trials.append(t)
