@@ -61,7 +61,7 @@ let package = Package(
         // benchmarks/update-latency.sh: health flip to kernel ACK, release build.
         .executableTarget(name: "UpdateLatencyBench", dependencies: ["PoolSpec", "Ruleset", "Kernel"]),
         // Helpers for tests only: repository paths, running the built binary, scratch network namespaces.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["PoolSpec"], path: "Tests/TestSupport"),
         .testTarget(name: "PoolSpecTests", dependencies: ["PoolSpec", "TestSupport"]),
         .testTarget(
             name: "ProbesTests",
@@ -78,7 +78,7 @@ let package = Package(
         .testTarget(name: "RulesetTests", dependencies: ["Ruleset", "PoolSpec", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
         // The kernel layer's plans and batches, computed without a kernel: runs without root.
-        .testTarget(name: "KernelPlanTests", dependencies: ["Ruleset", "PoolSpec", "Kernel"]),
+        .testTarget(name: "KernelPlanTests", dependencies: ["Ruleset", "PoolSpec", "Kernel", "TestSupport"]),
         // The daemon's decisions against the in-memory FakeKernel: runs without root.
         .testTarget(name: "DaemonCoreTests", dependencies: ["Daemon", "Kernel", "Ruleset", "PoolSpec", "Probes"]),
         // Needs root, nft and network namespaces; fails (never skips) when it cannot run them.

@@ -21,20 +21,9 @@ import TestSupport
         var times: [Double] = []
         var messages: [Int] = []
 
-        /// The shape HealthFlipTests (KernelPlanTests) plans against.
-        static func spec(pools: Int, backends: Int) -> Spec {
-            Spec(table: "big", pools: (0..<pools).map { p in
-                Pool(
-                    name: "p\(p)", frontends: [Frontend(address: IPAddress("10.\(p / 250).\(p % 250).1")!, port: 443)],
-                    backends: (0..<backends).map { b in
-                        Backend(address: IPAddress("172.16.\(p % 250).\(b + 1)")!, port: UInt16(8000 + p / 250))
-                    })
-            })
-        }
-
         init(pools: Int) throws {
             ns = try ScratchNamespace("latency-\(pools)")
-            spec = Self.spec(pools: pools, backends: 10)
+            spec = PlanFixtures.spec(pools: pools, backends: 10)
             kernel = try NetfilterKernel(netns: ns.name)
             table = RulesetBuilder.table(for: spec, health: health)
             try kernel.apply(table)
@@ -43,7 +32,9 @@ import TestSupport
 
         func flip(using rng: inout some RandomNumberGenerator) throws {
             let pool = spec.pools[Int.random(in: 0..<spec.pools.count, using: &rng)]
-            let ref = BackendRef(pool, pool.backends[Int.random(in: 0..<10, using: &rng)])
+            // Backend 0 never flips: a pool whose last backend goes down also rewrites its frontends'
+            // verdict (4 messages), which with random flips happened in about one run in five.
+            let ref = BackendRef(pool, pool.backends[Int.random(in: 1..<10, using: &rng)])
             let start = ContinuousClock.now  // the decision: this backend's new state is known
             if health.down.contains(ref) { health.down.remove(ref) } else { health.down.insert(ref) }
             let next = RulesetBuilder.updating(table, spec: spec, pool: pool.name, health: health)

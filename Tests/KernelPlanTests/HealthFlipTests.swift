@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 
 @testable import Kernel
 @testable import PoolSpec
@@ -7,18 +8,8 @@ import Testing
 /// What the daemon sends on a health flip, computed without a kernel: the plan against the table it last
 /// wrote, turned into the very batch it would send.
 struct HealthFlipTests {
-    static func spec(pools: Int, backends: Int) -> Spec {
-        Spec(table: "big", pools: (0..<pools).map { p in
-            Pool(
-                name: "p\(p)", frontends: [Frontend(address: IPAddress("10.\(p / 250).\(p % 250).1")!, port: 443)],
-                backends: (0..<backends).map { b in
-                    Backend(address: IPAddress("172.16.\(p % 250).\(b + 1)")!, port: UInt16(8000 + p / 250))
-                })
-        })
-    }
-
     @Test func aFlipInOneOf1000PoolsTouchesOnlyThatBackendsSlots() throws {
-        let spec = Self.spec(pools: 1000, backends: 10)
+        let spec = PlanFixtures.spec(pools: 1000, backends: 10)
         let before = RulesetBuilder.table(for: spec)
         let pool = spec.pools[617], victim = pool.backends[3]
         let health = Health(down: [BackendRef(pool, victim)])
@@ -42,7 +33,7 @@ struct HealthFlipTests {
     }
 
     @Test func theLastBackendDownRewritesTheFrontendVerdictToo() throws {
-        let spec = Self.spec(pools: 3, backends: 1)
+        let spec = PlanFixtures.spec(pools: 3, backends: 1)
         let before = RulesetBuilder.table(for: spec)
         let pool = spec.pools[1]
         let health = Health(down: [BackendRef(pool, pool.backends[0])])

@@ -423,19 +423,12 @@ public final class Sandbox {
 
     @discardableResult
     public func exec(_ namespace: String, _ command: String, _ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
-        try Repo.run(URL(fileURLWithPath: "/usr/sbin/ip"), ["netns", "exec", namespace, command] + arguments)
+        try NetnsCommands.exec(namespace, command, arguments)
     }
 
-    private func ip(_ arguments: [String]) throws {
-        let r = try Repo.run(URL(fileURLWithPath: "/usr/sbin/ip"), arguments)
-        guard r.status == 0 else { throw KernelTestError("ip \(arguments.joined(separator: " ")): \(r.err)") }
-    }
+    private func ip(_ arguments: [String]) throws { try NetnsCommands.ip(arguments) }
 
-    private func batch(_ namespace: String, _ commands: [String]) throws {
-        let r = try Repo.run(URL(fileURLWithPath: "/usr/sbin/ip"), ["-n", namespace, "-batch", "-"],
-                             stdin: commands.joined(separator: "\n") + "\n")
-        guard r.status == 0 else { throw KernelTestError("ip -n \(namespace) -batch: \(r.err)") }
-    }
+    private func batch(_ namespace: String, _ commands: [String]) throws { try NetnsCommands.batch(namespace, commands) }
 
     // MARK: teardown
 
