@@ -80,7 +80,9 @@ public final class DaemonCore {
     public func healthChanged(_ changes: [(ref: BackendRef, transition: HealthTracker.Transition)], now: ContinuousClock.Instant) -> [Line] {
         var pools = Set<String>()
         for (ref, t) in changes {
-            guard let pool = spec.pools.first(where: { $0.name == ref.pool }),
+            // A transition still queued from before a reload may name a backend that is gone or no
+            // longer checked: it says nothing about the spec now running.
+            guard let pool = spec.pools.first(where: { $0.name == ref.pool }), pool.healthCheck != nil,
                 pool.backends.contains(where: { $0.endpoint == ref.endpoint })
             else { continue }
             if t.to == .down {

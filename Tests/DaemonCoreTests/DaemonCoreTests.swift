@@ -278,6 +278,11 @@ struct DaemonCoreTests {
         let commits = kernel.commits
         #expect(core.healthChanged([(BackendRef(pool: "gone", endpoint: "1.2.3.4:80"), Self.flip(0, .down).transition)], now: t0).isEmpty)
         #expect(kernel.commits == commits)
+        // A reload dropped the pool's health check; a transition queued before it changes nothing.
+        var unchecked = try Self.spec()
+        unchecked.pools[0].healthCheck = nil
+        _ = core.reload(unchecked, now: t0)
+        #expect(core.healthChanged([Self.flip(0, .down)], now: t0).isEmpty && core.health.down.isEmpty)
     }
 }
 
