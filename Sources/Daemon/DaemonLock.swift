@@ -14,7 +14,7 @@ public final class DaemonLock {
 
         public var description: String {
             switch self {
-            case .held(let path, let pid): return "another nftpool daemon (pid \(pid)) runs this table (it holds \(path))"
+            case .held(let path, let pid): return "another nftpool daemon (\(DaemonLock.describe(pid))) runs this table (it holds \(path))"
             case .system(let path, let e): return "cannot lock \(path): \(String(cString: strerror(e)))"
             }
         }
@@ -51,6 +51,11 @@ public final class DaemonLock {
     }
 
     deinit { close(fd) }
+
+    /// The kernel reports 0 for a holder in another pid namespace (a container).
+    public static func describe(_ pid: Int32) -> String {
+        pid > 0 ? "pid \(pid)" : "in another pid namespace"
+    }
 
     /// The pid of the daemon holding table's lock, or nil when none runs. Takes no lock itself, so it
     /// can never make a starting daemon fail.

@@ -29,7 +29,7 @@ extension KernelOptions {
     func refuseWhileADaemonRuns(_ table: String) throws {
         guard !force, let pid = DaemonLock.holder(table: table, namespace: DaemonLock.namespaceID(named: netns)) else { return }
         Stderr.print(
-            "table inet \(table) is run by an nftpool daemon (pid \(pid)): change its spec and send it SIGHUP, stop it first, or pass --force")
+            "table inet \(table) is run by an nftpool daemon (\(DaemonLock.describe(pid))): change its spec and send it SIGHUP, stop it first, or pass --force")
         throw ExitCode(ExitStatus.kernelRefused)
     }
 }
