@@ -14,6 +14,7 @@ import Testing
 
     struct Trial {
         var victim = ""
+        var event = "stopped"
         var blackout = 0.0
         var kept = 0
         var stall = 0.0
@@ -26,18 +27,23 @@ import Testing
         var tookOver = false
         var oldStillHolds = false
         var lost: [Any] = []
+        /// Each failed new connection since the fault: its start relative to the fault (s) and its error.
+        var failedNew: [(Double, String)] = []
+        var failedNewText: String { failedNew.map { String(format: "%+.3f s %@", $0.0, $0.1) }.joined(separator: ", ") }
 
         var line: String {
-            String(format: "%@ stopped: new-connection blackout %.3f s (%d failed), kept %d/%d, longest stall %.3f s, resets %d (held %d, new %d), new connections ok %d, failures before the fault %d",
-                   victim, blackout, failuresAfter, kept, HATests.conns, stall, resets, heldResets, newResets, newOK, failuresBefore)
+            String(format: "%@ %@: new-connection blackout %.3f s (%d failed), kept %d/%d, longest stall %.3f s, resets %d (held %d, new %d), new connections ok %d, failures before the fault %d",
+                   victim, event, blackout, failuresAfter, kept, HATests.conns, stall, resets, heldResets, newResets, newOK, failuresBefore)
         }
     }
 
     /// One trial: wait for a single master, start the client, after 1 s of traffic apply `fault` to the
     /// master (it returns the wall-clock time of the fault), let the client run 4.5 s more, read its summary.
     /// Blackout: start of the last new connection that failed, minus the fault's time (0 if none failed).
-    func trial(_ sb: HASandbox, _ fault: (Int) -> Double) throws -> Trial {
-        guard let master = sb.waitForSingleMaster(timeout: 15) else {
+    /// `master`: the node the fault is applied to when the caller knows it (no wait for a single master:
+    /// a hung node still has the VIP configured).
+    func trial(_ sb: HASandbox, master known: Int? = nil, _ fault: (Int) throws -> Double) throws -> Trial {
+        guard let master = known ?? sb.waitForSingleMaster(timeout: 15) else {
             throw TrialError("no single master within 15 s\n\(sb.logs(0))\n\(sb.logs(1))")
         }
         let other = 1 - master
@@ -46,7 +52,7 @@ import Testing
         let ready = try client.nextLine()
         guard ready["ready"] is Double else { throw TrialError("client did not start: \(ready)") }
         usleep(1_000_000)
-        let at = fault(master)
+        let at = try fault(master)
         let r = try client.finish()
         var t = Trial()
         t.victim = sb.nodes[master].name
@@ -58,6 +64,10 @@ import Testing
         t.newOK = r["new_ok"] as? Int ?? -1
         t.lost = r["lost"] as? [Any] ?? []
         let failures = (r["new_failures"] as? [[Any]] ?? []).compactMap { $0.first as? Double }
+        t.failedNew = (r["new_failures"] as? [[Any]] ?? []).compactMap { f in
+            guard let start = f.first as? Double, start >= at - Self.newTimeout else { return nil }
+            return (start - at, f.count > 2 ? "\(f[2])" : "?")
+        }
         let after = failures.filter { $0 >= at - Self.newTimeout }
         t.failuresAfter = after.count
         t.failuresBefore = failures.count - after.count
@@ -152,5 +162,77 @@ import Testing
             }
         }
         print(Self.summary("ha planned switchover", trials, note: "keepalived SIGTERM on the active node"))
+    }
+
+    // Test 4: nftpool crashes on the active node; keepalived and conntrackd keep running there. The
+    // liveness check (vrrp_script, 1 s, fall 2) fails and the node goes FAULT: the VIPs move; until they
+    // do, the kernel table left behind keeps forwarding.
+    @Test(.timeLimit(.minutes(2))) func nftpoolCrashOnTheActiveNodeMovesTheVIP() throws {
+        let sb = try HASandbox("hacrash")
+        defer { sb.close() }
+        var trials: [Trial] = []
+        var moves: [Double] = []
+        for n in 0..<3 {
+            var moved: Double?
+            var t = try trial(sb) { m in
+                let at = sb.killDaemon(m)
+                moved = sb.waitUntil(timeout: 5) { sb.holdsVIP(1 - m) }.map { $0 - at }
+                return at
+            }
+            t.event = "nftpool SIGKILLed"
+            let victim = sb.nodes.firstIndex { $0.name == t.victim }!
+            let ka = sb.keepalivedRunning(victim)
+            print("figure: ha nftpool crash trial \(n + 1): \(t.line); VIP on the other node after \(moved.map(Self.fmt) ?? "never (5 s)") s; old node still holds an address \(t.oldStillHolds); its keepalived running \(ka)")
+            #expect(moved != nil, "trial \(n + 1): the VIP moved within 5 s\n\(sb.logs(0))\n\(sb.logs(1))")
+            #expect(t.tookOver, "trial \(n + 1): the other node holds the VIP and the SNAT address")
+            #expect(!t.oldStillHolds, "trial \(n + 1): the crashed node's keepalived (FAULT) removed its addresses")
+            #expect(t.kept == Self.conns, "trial \(n + 1): \(t.line); lost: \(t.lost)")
+            #expect(t.resets == 0, "trial \(n + 1): \(t.line)")
+            trials.append(t)
+            if let moved { moves.append(moved) }
+            if n < 2 { try sb.restore(victim) }
+        }
+        let m = moves.isEmpty ? "none" : "\(Self.fmt(Self.p50(moves)))–\(Self.fmt(moves.max()!)) s (p50–max)"
+        print(Self.summary("ha nftpool crash", trials, note: "nftpool SIGKILLed on the active node, keepalived and conntrackd left running; VIP moved after \(m)"))
+    }
+
+    // Test 5: failback. The active node is hard-killed, the survivor serves, a fresh set of connections is
+    // opened on the survivor (their state exists only there and in what conntrackd syncs to the returning
+    // node), then the killed node comes back (priority 150, preemption on) and takes the VIPs back.
+    @Test(.timeLimit(.minutes(2))) func failbackAfterTheFailedNodeReturns() throws {
+        let sb = try HASandbox("haback")
+        defer { sb.close() }
+        var trials: [Trial] = []
+        var backs: [Double] = []
+        for n in 0..<3 {
+            guard let first = sb.waitForSingleMaster(timeout: 15) else {
+                throw TrialError("no single master within 15 s\n\(sb.logs(0))\n\(sb.logs(1))")
+            }
+            sb.hardKill(first)
+            // A rebooted node comes back without the floating addresses; the survivor then is the one master.
+            sb.dropFloatingAddresses(first)
+            var back: Double?
+            var t = try trial(sb) { survivor in
+                let returning = 1 - survivor
+                let at = Date().timeIntervalSince1970
+                try sb.restore(returning)
+                back = sb.waitUntil(timeout: 4) { sb.holdsVIP(returning) && !sb.holdsVIP(survivor) }.map { $0 - at }
+                return at
+            }
+            t.victim = sb.nodes[first].name
+            t.event = "restored"
+            print("figure: ha failback trial \(n + 1): \(t.line); returning node holds the VIP (survivor released it) \(back.map(Self.fmt) ?? "never (4 s)") s after its restart began; lost: \(t.lost); failed new connections: [\(t.failedNewText)]")
+            #expect(back != nil, "trial \(n + 1): the returning node took the VIP back within 4 s\n\(sb.logs(0))\n\(sb.logs(1))")
+            #expect(t.tookOver, "trial \(n + 1): the returning node holds the VIP and the SNAT address\n\(sb.logs(0))\n\(sb.logs(1))")
+            #expect(!t.oldStillHolds, "trial \(n + 1): the survivor released its addresses")
+            // 9 of 9 trials (3 runs) kept 50/50 with 0 resets: ~50 synced flows reach the returning node
+            // (StartupResync) well before it preempts, about 1.2 s after its restart began.
+            #expect(t.kept == Self.conns, "trial \(n + 1): \(t.line); lost: \(t.lost)")
+            #expect(t.resets == 0, "trial \(n + 1): \(t.line)")
+            trials.append(t)
+            if let back { backs.append(back) }
+        }
+        let b = backs.isEmpty ? "never" : "\(Self.fmt(Self.p50(backs)))–\(Self.fmt(backs.max()!)) s (p50–max)"
+        print(Self.summary("ha failback", trials, note: "connections opened on the survivor; the hard-killed node restarted and preempted after \(b) from its restart"))
     }
 }
