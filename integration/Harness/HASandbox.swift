@@ -272,6 +272,7 @@ public final class HASandbox {
         if Self.daemonSpeaksHA { args += ["--node", nodes[i].name, "--runtime-dir", runDir] }
         let daemon = try spawn(Repo.nftpool, args + [specFile.path], log: newLog(i, "nftpool"))
         engines[i].append(daemon)
+        daemons[i] = daemon
         try reportDaemonReady(i, daemon: daemon)
         if options.conntrackd {
             let a = conntrackdArguments(i)
@@ -288,6 +289,8 @@ public final class HASandbox {
     }
 
     private var keepalived: [Process?] = [nil, nil]
+    /// Per node: its current `nftpool run`.
+    private var daemons: [Process?] = [nil, nil]
 
     /// The one place that bridges the daemon's HA step: once it lands (`daemonSpeaksHA`), the daemon
     /// writes the pid file and `0` to the track file itself and this only waits for that; until then
@@ -419,6 +422,16 @@ public final class HASandbox {
         return nil
     }
 
+    /// Polls `condition` every 20 ms for up to `timeout` seconds; the wall-clock time it first held, or nil.
+    public func waitUntil(timeout: Double, _ condition: () -> Bool) -> Double? {
+        let end = Date().addingTimeInterval(timeout)
+        while true {
+            if condition() { return Date().timeIntervalSince1970 }
+            if Date() >= end { return nil }
+            usleep(20_000)
+        }
+    }
+
     // MARK: faults
 
     /// Hard kill of node i: every process in its namespace (nftpool, conntrackd, keepalived's parent and
@@ -460,19 +473,75 @@ public final class HASandbox {
         try startKeepalived(i)
     }
 
-    /// Brings a hard-killed node back as a rebooted one would come: its stale floating addresses removed
-    /// first (HA-NOTES: otherwise it answers ARP for the VIP alongside the master), the runtime files a
-    /// reboot clears removed (conntrackd refuses to start over its stale lock file), links up, engines
-    /// started again.
+    /// nftpool crash on node i: SIGKILL to its `nftpool run` only (keepalived and conntrackd keep running;
+    /// the kernel table stays loaded). Returns the wall-clock time just before the kill.
+    @discardableResult
+    public func killDaemon(_ i: Int) -> Double {
+        let at = Date().timeIntervalSince1970
+        if let p = daemons[i], p.isRunning {
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+        }
+        return at
+    }
+
+    public func daemonRunning(_ i: Int) -> Bool { daemons[i]?.isRunning ?? false }
+
+    /// Per node: the processes `freeze` stopped.
+    private var frozen: [[Int32]] = [[], []]
+
+    /// Hung node i: SIGSTOP to every process in its namespace (nftpool, conntrackd, keepalived's parent and
+    /// its VRRP and checker children, any script they run); links and kernel state untouched. Returns the
+    /// wall-clock time just before the first signal.
+    @discardableResult
+    public func freeze(_ i: Int) -> Double {
+        let ns = nodes[i].namespace
+        let at = Date().timeIntervalSince1970
+        var stopped = Set<Int32>()
+        for _ in 0..<2 {  // the second pass catches anything forked meanwhile
+            for pid in namespacePIDs(ns) where !stopped.contains(pid) {
+                kill(pid, SIGSTOP)
+                stopped.insert(pid)
+            }
+        }
+        frozen[i] = Array(stopped)
+        return at
+    }
+
+    /// SIGCONT to every process `freeze` stopped on node i. Returns the wall-clock time of the first signal.
+    @discardableResult
+    public func thaw(_ i: Int) -> Double {
+        let at = Date().timeIntervalSince1970
+        for pid in frozen[i] { kill(pid, SIGCONT) }
+        frozen[i] = []
+        return at
+    }
+
+    /// Removes node i's floating addresses (what a hard-killed node still has configured; a rebooted one
+    /// comes back without them).
+    public func dropFloatingAddresses(_ i: Int) {
+        let ns = nodes[i].namespace
+        _ = try? batch(ns, ["addr del \(Self.vip)/32 dev eth0"])
+        _ = try? batch(ns, ["addr del \(Self.snatAddress)/32 dev eth1"])
+    }
+
+    /// Brings a hard-killed (or otherwise failed) node back as a rebooted one would come: whatever still
+    /// runs there killed, its stale floating addresses removed (HA-NOTES: otherwise it answers ARP for the
+    /// VIP alongside the master), the runtime files a reboot clears removed (conntrackd refuses to start
+    /// over its stale lock file, keepalived over a pid file whose process is not reaped yet), links up,
+    /// engines started again.
     public func restore(_ i: Int) throws {
         let ns = nodes[i].namespace
         for pid in namespacePIDs(ns) { kill(pid, SIGKILL) }
         for p in engines[i] { p.waitUntilExit() }
         engines[i] = []
-        _ = try? batch(ns, ["addr del \(Self.vip)/32 dev eth0"])
-        _ = try? batch(ns, ["addr del \(Self.snatAddress)/32 dev eth1"])
+        dropFloatingAddresses(i)
         let n = nodes[i].name, t = Self.table
-        for f in [trackFile(i), pidFile(i), "\(runDir)/conntrackd.\(t).\(n).lock", "\(runDir)/conntrackd.\(t).\(n).ctl"] {
+        // keepalived's pid files too: right after the SIGKILL its VRRP child may not be reaped yet, and a
+        // new keepalived that finds the pid still there exits with "daemon is already running".
+        for f in [trackFile(i), pidFile(i), "\(runDir)/conntrackd.\(t).\(n).lock", "\(runDir)/conntrackd.\(t).\(n).ctl",
+                  "\(runDir)/keepalived.\(t).\(n).pid", "\(runDir)/keepalived-vrrp.\(t).\(n).pid",
+                  "\(runDir)/keepalived-checker.\(t).\(n).pid"] {
             try? FileManager.default.removeItem(atPath: f)
         }
         try batch(ns, ["link set eth0 up", "link set eth1 up", "link set eth2 up"])
@@ -517,6 +586,7 @@ public final class HASandbox {
     /// Kills every process of the sandbox (engines, servers, clients, and anything else left in its
     /// namespaces), deletes the namespaces and the scratch directory. Safe to call twice.
     public func close() {
+        for i in frozen.indices { thaw(i) }
         for p in clients + servers + engines.flatMap({ $0 }) where p.isRunning {
             kill(p.processIdentifier, SIGKILL)
             p.waitUntilExit()

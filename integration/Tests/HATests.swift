@@ -14,6 +14,7 @@ import Testing
 
     struct Trial {
         var victim = ""
+        var event = "stopped"
         var blackout = 0.0
         var kept = 0
         var stall = 0.0
@@ -26,18 +27,23 @@ import Testing
         var tookOver = false
         var oldStillHolds = false
         var lost: [Any] = []
+        /// Each failed new connection since the fault: its start relative to the fault (s) and its error.
+        var failedNew: [(Double, String)] = []
+        var failedNewText: String { failedNew.map { String(format: "%+.3f s %@", $0.0, $0.1) }.joined(separator: ", ") }
 
         var line: String {
-            String(format: "%@ stopped: new-connection blackout %.3f s (%d failed), kept %d/%d, longest stall %.3f s, resets %d (held %d, new %d), new connections ok %d, failures before the fault %d",
-                   victim, blackout, failuresAfter, kept, HATests.conns, stall, resets, heldResets, newResets, newOK, failuresBefore)
+            String(format: "%@ %@: new-connection blackout %.3f s (%d failed), kept %d/%d, longest stall %.3f s, resets %d (held %d, new %d), new connections ok %d, failures before the fault %d",
+                   victim, event, blackout, failuresAfter, kept, HATests.conns, stall, resets, heldResets, newResets, newOK, failuresBefore)
         }
     }
 
     /// One trial: wait for a single master, start the client, after 1 s of traffic apply `fault` to the
     /// master (it returns the wall-clock time of the fault), let the client run 4.5 s more, read its summary.
     /// Blackout: start of the last new connection that failed, minus the fault's time (0 if none failed).
-    func trial(_ sb: HASandbox, _ fault: (Int) -> Double) throws -> Trial {
-        guard let master = sb.waitForSingleMaster(timeout: 15) else {
+    /// `master`: the node the fault is applied to when the caller knows it (no wait for a single master:
+    /// a hung node still has the VIP configured).
+    func trial(_ sb: HASandbox, master known: Int? = nil, _ fault: (Int) throws -> Double) throws -> Trial {
+        guard let master = known ?? sb.waitForSingleMaster(timeout: 15) else {
             throw TrialError("no single master within 15 s\n\(sb.logs(0))\n\(sb.logs(1))")
         }
         let other = 1 - master
@@ -46,7 +52,7 @@ import Testing
         let ready = try client.nextLine()
         guard ready["ready"] is Double else { throw TrialError("client did not start: \(ready)") }
         usleep(1_000_000)
-        let at = fault(master)
+        let at = try fault(master)
         let r = try client.finish()
         var t = Trial()
         t.victim = sb.nodes[master].name
@@ -58,6 +64,10 @@ import Testing
         t.newOK = r["new_ok"] as? Int ?? -1
         t.lost = r["lost"] as? [Any] ?? []
         let failures = (r["new_failures"] as? [[Any]] ?? []).compactMap { $0.first as? Double }
+        t.failedNew = (r["new_failures"] as? [[Any]] ?? []).compactMap { f in
+            guard let start = f.first as? Double, start >= at - Self.newTimeout else { return nil }
+            return (start - at, f.count > 2 ? "\(f[2])" : "?")
+        }
         let after = failures.filter { $0 >= at - Self.newTimeout }
         t.failuresAfter = after.count
         t.failuresBefore = failures.count - after.count
@@ -152,5 +162,143 @@ import Testing
             }
         }
         print(Self.summary("ha planned switchover", trials, note: "keepalived SIGTERM on the active node"))
+    }
+
+    // Test 4: nftpool crashes on the active node; keepalived and conntrackd keep running there. The
+    // liveness check (vrrp_script, 1 s, fall 2) fails and the node goes FAULT: the VIPs move; until they
+    // do, the kernel table left behind keeps forwarding.
+    @Test(.timeLimit(.minutes(2))) func nftpoolCrashOnTheActiveNodeMovesTheVIP() throws {
+        let sb = try HASandbox("hacrash")
+        defer { sb.close() }
+        var trials: [Trial] = []
+        var moves: [Double] = []
+        for n in 0..<3 {
+            var moved: Double?
+            var t = try trial(sb) { m in
+                let at = sb.killDaemon(m)
+                moved = sb.waitUntil(timeout: 5) { sb.holdsVIP(1 - m) }.map { $0 - at }
+                return at
+            }
+            t.event = "nftpool SIGKILLed"
+            let victim = sb.nodes.firstIndex { $0.name == t.victim }!
+            let ka = sb.keepalivedRunning(victim)
+            print("figure: ha nftpool crash trial \(n + 1): \(t.line); VIP on the other node after \(moved.map(Self.fmt) ?? "never (5 s)") s; old node still holds an address \(t.oldStillHolds); its keepalived running \(ka)")
+            #expect(moved != nil, "trial \(n + 1): the VIP moved within 5 s\n\(sb.logs(0))\n\(sb.logs(1))")
+            #expect(t.tookOver, "trial \(n + 1): the other node holds the VIP and the SNAT address")
+            #expect(!t.oldStillHolds, "trial \(n + 1): the crashed node's keepalived (FAULT) removed its addresses")
+            #expect(t.kept == Self.conns, "trial \(n + 1): \(t.line); lost: \(t.lost)")
+            #expect(t.resets == 0, "trial \(n + 1): \(t.line)")
+            trials.append(t)
+            if let moved { moves.append(moved) }
+            if n < 2 { try sb.restore(victim) }
+        }
+        let m = moves.isEmpty ? "none" : "\(Self.fmt(Self.p50(moves)))–\(Self.fmt(moves.max()!)) s (p50–max)"
+        print(Self.summary("ha nftpool crash", trials, note: "nftpool SIGKILLed on the active node, keepalived and conntrackd left running; VIP moved after \(m)"))
+    }
+
+    // Test 5: failback. The active node is hard-killed, the survivor serves, a fresh set of connections is
+    // opened on the survivor (their state exists only there and in what conntrackd syncs to the returning
+    // node), then the killed node comes back (priority 150, preemption on) and takes the VIPs back.
+    @Test(.timeLimit(.minutes(2))) func failbackAfterTheFailedNodeReturns() throws {
+        let sb = try HASandbox("haback")
+        defer { sb.close() }
+        var trials: [Trial] = []
+        var backs: [Double] = []
+        for n in 0..<3 {
+            guard let first = sb.waitForSingleMaster(timeout: 15) else {
+                throw TrialError("no single master within 15 s\n\(sb.logs(0))\n\(sb.logs(1))")
+            }
+            sb.hardKill(first)
+            // A rebooted node comes back without the floating addresses; the survivor then is the one master.
+            sb.dropFloatingAddresses(first)
+            var back: Double?
+            var t = try trial(sb) { survivor in
+                let returning = 1 - survivor
+                let at = Date().timeIntervalSince1970
+                try sb.restore(returning)
+                back = sb.waitUntil(timeout: 4) { sb.holdsVIP(returning) && !sb.holdsVIP(survivor) }.map { $0 - at }
+                return at
+            }
+            t.victim = sb.nodes[first].name
+            t.event = "restored"
+            print("figure: ha failback trial \(n + 1): \(t.line); returning node holds the VIP (survivor released it) \(back.map(Self.fmt) ?? "never (4 s)") s after its restart began; lost: \(t.lost); failed new connections: [\(t.failedNewText)]")
+            #expect(back != nil, "trial \(n + 1): the returning node took the VIP back within 4 s\n\(sb.logs(0))\n\(sb.logs(1))")
+            #expect(t.tookOver, "trial \(n + 1): the returning node holds the VIP and the SNAT address\n\(sb.logs(0))\n\(sb.logs(1))")
+            #expect(!t.oldStillHolds, "trial \(n + 1): the survivor released its addresses")
+            // 9 of 9 trials (3 runs) kept 50/50 with 0 resets: ~50 synced flows reach the returning node
+            // (StartupResync) well before it preempts, about 1.2 s after its restart began.
+            #expect(t.kept == Self.conns, "trial \(n + 1): \(t.line); lost: \(t.lost)")
+            #expect(t.resets == 0, "trial \(n + 1): \(t.line)")
+            trials.append(t)
+            if let back { backs.append(back) }
+        }
+        let b = backs.isEmpty ? "never" : "\(Self.fmt(Self.p50(backs)))–\(Self.fmt(backs.max()!)) s (p50–max)"
+        print(Self.summary("ha failback", trials, note: "connections opened on the survivor; the hard-killed node restarted and preempted after \(b) from its restart"))
+    }
+
+    // Test 6: hung node. Every process of the active node's namespace SIGSTOPped (its kernel keeps
+    // answering and forwarding); the backup takes over. Then SIGCONT, with a fresh set of connections
+    // opened on the survivor during the outage.
+    @Test(.timeLimit(.minutes(2))) func hungNodeIsTakenOverAndResumes() throws {
+        let sb = try HASandbox("hahung")
+        defer { sb.close() }
+        var stops: [Trial] = [], conts: [Trial] = []
+        for n in 0..<3 {
+            var took: Double?
+            var t = try trial(sb) { m in
+                let at = sb.freeze(m)
+                took = sb.waitUntil(timeout: 5) { sb.holdsVIP(1 - m) }.map { $0 - at }
+                return at
+            }
+            t.event = "SIGSTOPped"
+            let hung = sb.nodes.firstIndex { $0.name == t.victim }!
+            let survivor = 1 - hung
+            print("figure: ha hung node trial \(n + 1): \(t.line); VIP on the other node after \(took.map(Self.fmt) ?? "never (5 s)") s; hung node still has an address configured \(t.oldStillHolds)")
+            // 12 of 12 trials (4 runs): 0.67-0.85 s, 50/50 kept, no reset (the stopped node's kernel forwards
+            // until the survivor's gratuitous ARPs, so traffic hardly notices).
+            #expect(took.map { $0 < 1.0 } ?? false, "trial \(n + 1): the other node took the VIP within 1 s (\(took.map(Self.fmt) ?? "not in 5 s"))\n\(sb.logs(0))\n\(sb.logs(1))")
+            #expect(t.tookOver, "trial \(n + 1): the other node holds the VIP and the SNAT address")
+            #expect(t.kept == Self.conns, "trial \(n + 1): \(t.line); lost: \(t.lost)")
+            #expect(t.resets == 0, "trial \(n + 1): \(t.line)")
+            stops.append(t)
+
+            // SIGCONT while the survivor serves connections that were opened during the outage.
+            var released: Double?
+            var stale = ""
+            var u = try trial(sb, master: survivor) { s in
+                // Just before SIGCONT: how the hung node's kernel table (its processes stopped, not its
+                // kernel) compares with the survivor's for the survivor's established flows to the VIP.
+                let mine = Self.flows(sb, s), theirs = Self.flows(sb, 1 - s)
+                let established = mine.filter { $0.value.state == "ESTABLISHED" }
+                let missing = established.keys.filter { theirs[$0] == nil }.count
+                let other = established.filter { k, v in theirs[k].map { $0.backend != v.backend } ?? false }.count
+                let notEst = established.filter { k, v in theirs[k].map { $0.backend == v.backend && $0.state != "ESTABLISHED" } ?? false }.count
+                stale = "just before SIGCONT the hung node's table lacks \(missing) of the survivor's \(established.count) established flows to the VIP (maps \(other) to another backend, holds \(notEst) in another state)"
+                let at = sb.thaw(1 - s)
+                released = sb.waitUntil(timeout: 3) { !sb.holdsVIP(s) }.map { $0 - at }
+                return at
+            }
+            u.victim = sb.nodes[hung].name
+            u.event = "SIGCONTed"
+            let resumedHolds = sb.holdsVIP(hung), survivorHolds = sb.holdsVIP(survivor)
+            print("figure: ha hung node resumes trial \(n + 1): \(u.line); survivor released the VIP \(released.map { "\(Self.fmt($0)) s after SIGCONT" } ?? "not within 3 s"); at the end VIP on resumed node \(resumedHolds), on survivor \(survivorHolds); \(stale); lost: \(u.lost); failed new connections: [\(u.failedNewText)]")
+            conts.append(u)
+        }
+        print(Self.summary("ha hung node", stops, note: "every process of the active node SIGSTOPped"))
+        print(Self.summary("ha hung node resumes", conts, note: "SIGCONT; connections opened on the survivor during the outage"))
+    }
+
+    /// Node i's conntrack entries of TCP flows to the VIP's port, by the client's source port: state and
+    /// the backend the reply comes from.
+    static func flows(_ sb: HASandbox, _ i: Int) -> [String: (state: String, backend: String)] {
+        guard let r = try? sb.exec(sb.nodes[i].namespace, "conntrack", ["-L", "-p", "tcp", "--orig-dst", HASandbox.vip]), r.status == 0 else { return [:] }
+        var out: [String: (state: String, backend: String)] = [:]
+        for line in r.out.split(separator: "\n") {
+            let words = line.split(separator: " ")
+            let srcs = words.filter { $0.hasPrefix("src=") }, sports = words.filter { $0.hasPrefix("sport=") }
+            guard words.count > 3, srcs.count >= 2, let sport = sports.first else { continue }
+            out[String(sport.dropFirst(6))] = (String(words[3]), String(srcs[1].dropFirst(4)))
+        }
+        return out
     }
 }
