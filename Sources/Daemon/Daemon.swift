@@ -149,6 +149,7 @@ public final class Daemon {
         }
         writeStatus()
         var statusDirty = false
+        var publishedInSync = core.inSync
         var lastStatus = ContinuousClock.now
         var lastGenerationCheck = ContinuousClock.now
 
@@ -224,10 +225,14 @@ public final class Daemon {
             if case .tick = event {} else { statusDirty = true }
             // Written at most every half second (and every 10 s regardless, as a sign of life); the times
             // in it are absolute, so it does not go stale.
-            if (statusDirty && now - lastStatus >= .milliseconds(500)) || now - lastStatus >= .seconds(10) {
+            // A change of the kernel's sync state is written at once: `status` must not say "out of sync"
+            // (or "in sync") for half a second after it stopped being true.
+            let syncChanged = core.inSync != publishedInSync
+            if syncChanged || (statusDirty && now - lastStatus >= .milliseconds(500)) || now - lastStatus >= .seconds(10) {
                 writeStatus()
                 statusDirty = false
                 lastStatus = now
+                publishedInSync = core.inSync
             }
         }
     }
