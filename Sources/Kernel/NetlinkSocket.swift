@@ -8,26 +8,35 @@ final class NetlinkSocket {
     private var receiveBuffer = [UInt8](repeating: 0, count: 1 << 20)
 
     init() throws(KernelError) {
-        guard let nl = mnl_socket_open(NETLINK_NETFILTER) else {
-            throw KernelError.system("cannot open a netfilter netlink socket", nftpool_errno())
-        }
-        self.nl = nl
-        guard mnl_socket_bind(nl, 0, pid_t(MNL_SOCKET_AUTOPID)) >= 0 else {
-            let e = nftpool_errno()
-            mnl_socket_close(nl)
-            throw KernelError.system("cannot bind the netlink socket", e)
-        }
+        nl = try Self.open("a netfilter netlink socket")
         var on: Int32 = 1
         _ = mnl_socket_setsockopt(nl, NETLINK_CAP_ACK, &on, socklen_t(MemoryLayout<Int32>.size))
         _ = mnl_socket_setsockopt(nl, NETLINK_EXT_ACK, &on, socklen_t(MemoryLayout<Int32>.size))
-        let fd = mnl_socket_get_fd(nl)
-        var size: Int32 = 16 << 20
-        // FORCE needs CAP_NET_ADMIN; without it the plain options still raise the buffers some.
+        Self.setReceive(mnl_socket_get_fd(nl), buffer: 16 << 20, timeout: timeval(tv_sec: 10, tv_usec: 0))
+    }
+
+    /// A NETLINK_NETFILTER socket bound to a port of the kernel's choosing (`what` names it in errors).
+    static func open(_ what: String) throws(KernelError) -> OpaquePointer {
+        guard let nl = mnl_socket_open(NETLINK_NETFILTER) else {
+            throw KernelError.system("cannot open \(what)", nftpool_errno())
+        }
+        guard mnl_socket_bind(nl, 0, pid_t(MNL_SOCKET_AUTOPID)) >= 0 else {
+            let e = nftpool_errno()
+            mnl_socket_close(nl)
+            throw KernelError.system("cannot bind \(what)", e)
+        }
+        return nl
+    }
+
+    /// A large receive buffer (FORCE needs CAP_NET_ADMIN; without it the plain option still raises it
+    /// some) and a receive timeout, so that a lost reply cannot hang us.
+    static func setReceive(_ fd: Int32, buffer: Int32, timeout: timeval) {
+        var size = buffer
         if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size)) != 0 {
             _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
         }
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
-        _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var t = timeout
+        _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &t, socklen_t(MemoryLayout<timeval>.size))
     }
 
     deinit { mnl_socket_close(nl) }
@@ -152,9 +161,10 @@ final class NetlinkSocket {
         return ack.message == nil && ack.offset == nil ? nil : ack
     }
 
-    private static func u32(_ b: ArraySlice<UInt8>, _ i: Int) -> UInt32 {
+    /// Netlink headers are host order (little-endian here).
+    static func u32(_ b: ArraySlice<UInt8>, _ i: Int) -> UInt32 {
         UInt32(b[i]) | UInt32(b[i + 1]) << 8 | UInt32(b[i + 2]) << 16 | UInt32(b[i + 3]) << 24
     }
 
-    private static func u16(_ b: ArraySlice<UInt8>, _ i: Int) -> UInt16 { UInt16(b[i]) | UInt16(b[i + 1]) << 8 }
+    static func u16(_ b: ArraySlice<UInt8>, _ i: Int) -> UInt16 { UInt16(b[i]) | UInt16(b[i + 1]) << 8 }
 }

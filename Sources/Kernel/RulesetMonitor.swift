@@ -29,30 +29,17 @@ public final class RulesetMonitor: @unchecked Sendable {
     public init(table: String, ownPort: UInt32? = nil) throws(KernelError) {
         self.table = table
         self.ownPort = ownPort
-        guard let nl = mnl_socket_open(NETLINK_NETFILTER) else {
-            throw KernelError.system("cannot open a netlink socket for nftables events", nftpool_errno())
-        }
+        let nl = try NetlinkSocket.open("the nftables event socket")
         self.nl = nl
-        guard mnl_socket_bind(nl, 0, pid_t(MNL_SOCKET_AUTOPID)) >= 0 else {
-            let e = nftpool_errno()
-            mnl_socket_close(nl)
-            throw KernelError.system("cannot bind the nftables event socket", e)
-        }
         var group = Int32(NFNLGRP_NFTABLES.rawValue)
         guard mnl_socket_setsockopt(nl, NETLINK_ADD_MEMBERSHIP, &group, socklen_t(MemoryLayout<Int32>.size)) >= 0 else {
             let e = nftpool_errno()
             mnl_socket_close(nl)
             throw KernelError.system("cannot subscribe to nftables events", e)
         }
-        let fd = mnl_socket_get_fd(nl)
         // Our own first apply of a large table is itself an event per element: room for bursts, and a
         // burst that still overflows is reported as `.lost`, never silently missed.
-        var size: Int32 = 32 << 20
-        if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size)) != 0 {
-            _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-        }
-        var timeout = timeval(tv_sec: 0, tv_usec: 250_000)
-        _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        NetlinkSocket.setReceive(mnl_socket_get_fd(nl), buffer: 32 << 20, timeout: timeval(tv_sec: 0, tv_usec: 250_000))
     }
 
     deinit { mnl_socket_close(nl) }
@@ -78,11 +65,11 @@ public final class RulesetMonitor: @unchecked Sendable {
         var events: [Event] = []
         var offset = bytes.startIndex
         while offset + 20 <= bytes.endIndex {
-            let length = Int(Self.u32le(bytes, offset))
+            let length = Int(NetlinkSocket.u32(bytes, offset))
             guard length >= 20, offset + length <= bytes.endIndex else { break }
-            let type = Self.u16le(bytes, offset + 4)
+            let type = NetlinkSocket.u16(bytes, offset + 4)
             let family = bytes[offset + 16]
-            let port = Self.u32le(bytes, offset + 12)
+            let port = NetlinkSocket.u32(bytes, offset + 12)
             let message = Array(bytes[offset..<(offset + length)])
             offset += Int(nftpool_nlmsg_align(length))
             guard type >> 8 == UInt16(NFNL_SUBSYS_NFTABLES) else { continue }
@@ -109,10 +96,4 @@ public final class RulesetMonitor: @unchecked Sendable {
     static func isOurThread(_ pid: Int32) -> Bool {
         pid > 0 && access("/proc/self/task/\(pid)", F_OK) == 0
     }
-
-    private static func u32le(_ b: ArraySlice<UInt8>, _ i: Int) -> UInt32 {
-        UInt32(b[i]) | UInt32(b[i + 1]) << 8 | UInt32(b[i + 2]) << 16 | UInt32(b[i + 3]) << 24
-    }
-
-    private static func u16le(_ b: ArraySlice<UInt8>, _ i: Int) -> UInt16 { UInt16(b[i]) | UInt16(b[i + 1]) << 8 }
 }
