@@ -85,8 +85,9 @@ public struct StatusFile: Sendable {
         let wall = Date().timeIntervalSince1970
         let kernelTable = core.applied ?? core.desired
         var pools: [PoolStatus] = []
+        let heldByPool = core.applied.map { SlotMembership.held(core.spec, in: $0) } ?? [:]
         for pool in core.spec.pools {
-            let held = core.applied.map { SlotMembership.held(pool, in: $0) } ?? [:]
+            let held = heldByPool[pool.name] ?? [:]
             pools.append(PoolStatus(
                 name: pool.name, slots: kernelTable.set(named: RulesetBuilder.slotMapName(pool))?.elements.count ?? 0,
                 backends: pool.backends.map { b in

@@ -11,9 +11,12 @@ public enum SlotMembership {
     }
 
     /// Slots held per backend endpoint in a slot map.
-    public static func held(in set: NamedSet?) -> [String: Int] {
+    public static func held(in set: NamedSet?) -> [String: Int] { held(slots: set?.elements ?? []) }
+
+    /// Slots held per backend endpoint, from a slot map's elements.
+    static func held(slots: [Element]) -> [String: Int] {
         var held: [String: Int] = [:]
-        for element in set?.elements ?? [] {
+        for element in slots {
             if case .values(let v)? = element.data, v.count == 2, case .address(let a) = v[0], case .port(let p) = v[1] {
                 held[Backend.endpoint(a, p), default: 0] += 1
             }
@@ -23,7 +26,18 @@ public enum SlotMembership {
 
     /// Slots held per backend of `pool` in `table` (0 for a pool whose frontends do not dispatch to it).
     public static func held(_ pool: Pool, in table: Table) -> [String: Int] {
-        guard dispatches(pool, frontends: table.sets.filter { $0.name.hasPrefix("frontends-") }.flatMap(\.elements)) else { return [:] }
+        held(pool, in: table, verdicts: verdicts(of: table))
+    }
+
+    /// The same for every pool of `spec`, by pool name: the frontend verdicts are gathered once, not
+    /// once per pool (status is written twice a second, and tables hold thousands of pools).
+    public static func held(_ spec: Spec, in table: Table) -> [String: [String: Int]] {
+        let v = verdicts(of: table)
+        return Dictionary(uniqueKeysWithValues: spec.pools.map { ($0.name, held($0, in: table, verdicts: v)) })
+    }
+
+    static func held(_ pool: Pool, in table: Table, verdicts: [[Value]: ElementData?]) -> [String: Int] {
+        guard dispatches(pool, verdicts: verdicts) else { return [:] }
         return held(in: table.set(named: RulesetBuilder.slotMapName(pool)))
     }
 
@@ -36,11 +50,10 @@ public enum SlotMembership {
     /// map (new to the table) starts down. Backends without checks are always up.
     public static func adoptedDown(_ spec: Spec, elements: [String: [Element]]?) -> Set<BackendRef> {
         var down = Set<BackendRef>()
-        let frontends = (elements?["frontends-v4"] ?? []) + (elements?["frontends-v6"] ?? [])
+        let v = verdicts((elements?["frontends-v4"] ?? []) + (elements?["frontends-v6"] ?? []))
         for pool in spec.pools where pool.healthCheck != nil {
             let slots = elements?[RulesetBuilder.slotMapName(pool)]
-            let serving: [String: Int] = slots != nil && !dispatchesElsewhere(pool, frontends: frontends)
-                ? held(in: NamedSet(name: "", key: .slotIndex(modulus: 0), elements: slots!)) : [:]
+            let serving = slots.map { dispatchesElsewhere(pool, verdicts: v) ? [:] : held(slots: $0) } ?? [:]
             for backend in pool.backends where serving[backend.endpoint] == nil {
                 down.insert(BackendRef(pool, backend))
             }
@@ -48,20 +61,27 @@ public enum SlotMembership {
         return down
     }
 
+    /// Frontend key ─► verdict, from the frontends maps' elements.
+    static func verdicts(_ frontends: [Element]) -> [[Value]: ElementData?] {
+        Dictionary(frontends.map { ($0.key, $0.data) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    static func verdicts(of table: Table) -> [[Value]: ElementData?] {
+        verdicts(table.sets.filter { $0.name.hasPrefix("frontends-") }.flatMap(\.elements))
+    }
+
+    static func key(_ fe: Frontend) -> [Value] { [.address(fe.address), .proto(fe.protocol), .port(fe.port)] }
+
     /// Every frontend of the pool is present and goes to the pool's chain.
-    static func dispatches(_ pool: Pool, frontends: [Element]) -> Bool {
-        let verdicts = Dictionary(frontends.map { ($0.key, $0.data) }, uniquingKeysWith: { a, _ in a })
-        return pool.frontends.allSatisfy { fe in
-            verdicts[[.address(fe.address), .proto(fe.protocol), .port(fe.port)]] == .verdict(.goto(RulesetBuilder.chainName(pool)))
-        }
+    static func dispatches(_ pool: Pool, verdicts: [[Value]: ElementData?]) -> Bool {
+        pool.frontends.allSatisfy { verdicts[key($0)] == .verdict(.goto(RulesetBuilder.chainName(pool))) }
     }
 
     /// Some frontend of the pool that is in the kernel goes elsewhere than the pool's chain (reject,
     /// drop, or a hand edit).
-    static func dispatchesElsewhere(_ pool: Pool, frontends: [Element]) -> Bool {
-        let verdicts = Dictionary(frontends.map { ($0.key, $0.data) }, uniquingKeysWith: { a, _ in a })
-        return pool.frontends.contains { fe in
-            guard let v = verdicts[[.address(fe.address), .proto(fe.protocol), .port(fe.port)]] else { return false }
+    static func dispatchesElsewhere(_ pool: Pool, verdicts: [[Value]: ElementData?]) -> Bool {
+        pool.frontends.contains { fe in
+            guard let v = verdicts[key(fe)] else { return false }
             return v != .verdict(.goto(RulesetBuilder.chainName(pool)))
         }
     }
