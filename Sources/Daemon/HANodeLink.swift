@@ -73,13 +73,13 @@ public final class HANodeLink: Sendable {
     /// The runtime directory, the pid file, and the track file at FAULT (table not loaded yet).
     func begin() throws {
         try FileManager.default.createDirectory(atPath: paths.runtimeDirectory, withIntermediateDirectories: true)
-        try Self.writeAtomically("\(getpid())\n", to: paths.daemonPidFile)
+        try AtomicFile.write(Array("\(getpid())\n".utf8), to: paths.daemonPidFile, mode: 0o644)
         try publish(.fault)
         if access(paths.notifyFifo, F_OK) != 0 { mkfifo(paths.notifyFifo, 0o600) }
     }
 
     func publish(_ value: HAConfig.TrackValue) throws {
-        try Self.writeAtomically("\(value.rawValue)\n", to: paths.trackFile)
+        try AtomicFile.write(Array("\(value.rawValue)\n".utf8), to: paths.trackFile, mode: 0o644)
     }
 
     /// With `yieldWhenAllDown`, a node that sees a pool without a serving backend gives up the VIPs (a
@@ -120,13 +120,5 @@ public final class HANodeLink: Sendable {
                 fclose(file)
             }
         }.start()
-    }
-
-    static func writeAtomically(_ text: String, to path: String) throws {
-        let temp = path + ".tmp"
-        guard FileManager.default.createFile(atPath: temp, contents: Data(text.utf8), attributes: [.posixPermissions: 0o644]) else {
-            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: temp])
-        }
-        guard rename(temp, path) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
     }
 }

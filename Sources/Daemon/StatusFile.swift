@@ -110,9 +110,7 @@ public struct StatusFile: Sendable {
         guard let data = try? JSONEncoder().encode(doc) else { return }
         let dir = (path as NSString).deletingLastPathComponent
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let temp = path + ".tmp"
-        guard FileManager.default.createFile(atPath: temp, contents: data, attributes: [.posixPermissions: 0o600]) else { return }
-        _ = rename(temp, path)
+        try? AtomicFile.write(Array(data), to: path, mode: 0o600)
     }
 
     func remove() {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Daemon
 import Foundation
 import HAConfig
 import PoolSpec
@@ -44,9 +45,12 @@ struct HAConfigCommand: ParsableCommand {
             configDirectory: configDirectory, runtimeDirectory: runtimeDirectory, table: spec.table, node: node)
         do {
             try Self.makeDirectories(configDirectory)
-            try Self.writeAtomically(files.keepalived, to: paths.keepalivedConf, mode: 0o644)
-            try Self.writeAtomically(files.conntrackd, to: paths.conntrackdConf, mode: 0o644)
-            try Self.writeAtomically(files.notifyScript, to: paths.notifyScript, mode: 0o755)
+            try AtomicFile.write(Array(files.keepalived.utf8), to: paths.keepalivedConf, mode: 0o644)
+            try AtomicFile.write(Array(files.conntrackd.utf8), to: paths.conntrackdConf, mode: 0o644)
+            try AtomicFile.write(Array(files.notifyScript.utf8), to: paths.notifyScript, mode: 0o755)
+        } catch let failure as AtomicFile.Failure {
+            Stderr.print(failure.description)
+            throw ExitCode(ExitStatus.kernelRefused)
         } catch let failure as WriteFailure {
             Stderr.print(failure.description)
             throw ExitCode(ExitStatus.kernelRefused)
@@ -74,34 +78,5 @@ struct HAConfigCommand: ParsableCommand {
 
     struct WriteFailure: Error, CustomStringConvertible {
         var description: String
-    }
-
-    /// A temporary file beside `path`, fsynced, given its mode, then renamed over `path`: a reader sees the
-    /// old file or the new one, never part of one.
-    static func writeAtomically(_ text: String, to path: String, mode: mode_t) throws {
-        let temporary = "\(path).tmp.\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw WriteFailure(description: "cannot write \(path): \(String(cString: strerror(errno)))") }
-        var ok = true
-        var failure = ""
-        let bytes = Array(text.utf8)
-        var written = 0
-        while written < bytes.count {
-            let n = bytes[written...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                ok = false
-                failure = String(cString: strerror(errno))
-                break
-            }
-            written += n
-        }
-        if ok, fchmod(fd, mode) != 0 || fsync(fd) != 0 { ok = false; failure = String(cString: strerror(errno)) }
-        close(fd)
-        if ok, rename(temporary, path) != 0 { ok = false; failure = String(cString: strerror(errno)) }
-        guard ok else {
-            unlink(temporary)
-            throw WriteFailure(description: "cannot write \(path): \(failure)")
-        }
     }
 }
