@@ -46,6 +46,7 @@ let package = Package(
             name: "Daemon",
             dependencies: [
                 "PoolSpec", "Ruleset", "Kernel", "Probes", "HAConfig", .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]),
         .executableTarget(
             name: "nftpool",

@@ -3,6 +3,7 @@ import Foundation
 import HAConfig
 import Kernel
 import Logging
+import NIOConcurrencyHelpers
 import PoolSpec
 import Probes
 import Ruleset
@@ -49,15 +50,15 @@ public final class Daemon {
     /// Transitions as they come from the probes. The loop takes them all at once, so a burst (a start,
     /// a switch failing) becomes one transaction and one status write, not one per backend.
     final class Inbox: Sendable {
-        private let items = LockedBox<[(String, HealthTracker.Transition)]>([])
+        private let items = NIOLockedValueBox<[(String, HealthTracker.Transition)]>([])
 
         /// True when the inbox was empty: the loop needs waking.
         func push(_ id: String, _ t: HealthTracker.Transition) -> Bool {
-            items.withLock { $0.append((id, t)); return $0.count == 1 }
+            items.withLockedValue { $0.append((id, t)); return $0.count == 1 }
         }
 
         func drain() -> [(String, HealthTracker.Transition)] {
-            items.withLock { let all = $0; $0 = []; return all }
+            items.withLockedValue { let all = $0; $0 = []; return all }
         }
     }
 
@@ -90,18 +91,18 @@ public final class Daemon {
         // Subscribe before the first apply, and count generations from before it, so that no foreign
         // change after it goes unseen (nftables.service flushing at boot, say).
         let table = options.spec.table
-        let stopMonitor = LockedBox(false)
+        let stopMonitor = NIOLockedValueBox(false)
         do {
             let monitor = try RulesetMonitor(table: table, ownPort: kernel.portID)
             Thread {
-                while !stopMonitor.withLock({ $0 }) {
+                while !stopMonitor.withLockedValue({ $0 }) {
                     for e in monitor.next() { sink.yield(.kernel(e)) }
                 }
             }.start()
         } catch {
             sink.yield(.monitorFailed("\(error)"))
         }
-        defer { stopMonitor.withLock { $0 = true } }
+        defer { stopMonitor.withLockedValue { $0 = true } }
         var ledger = GenerationLedger(generation: (try? kernel.generation()) ?? 0)
 
         let core = DaemonCore(spec: options.spec, kernel: kernel, force: options.force)
@@ -266,20 +267,5 @@ public final class Daemon {
         guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
         limit.rlim_cur = limit.rlim_max
         _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
-    }
-}
-
-/// A value behind a lock, for the few things the loop shares with threads it does not run on.
-final class LockedBox<Value>: @unchecked Sendable {
-    // @unchecked: every access goes through the lock.
-    private let lock = NSLock()
-    private var value: Value
-
-    init(_ value: Value) { self.value = value }
-
-    func withLock<R>(_ body: (inout Value) -> R) -> R {
-        lock.lock()
-        defer { lock.unlock() }
-        return body(&value)
     }
 }
