@@ -45,6 +45,8 @@ public final class Daemon {
         case kernel(RulesetMonitor.Event)
         case monitorFailed(String)
         case role(HANodeLink.Role, Int)
+        /// A peer's beat and how long ago it arrived.
+        case peer(HAPeerBeat, Duration)
     }
 
     /// Transitions as they come from the probes. The loop takes them all at once, so a burst (a start,
@@ -108,21 +110,74 @@ public final class Daemon {
         let core = DaemonCore(spec: options.spec, kernel: kernel, force: options.force)
         log(try core.start())
         var role = (HANodeLink.Role.unknown, 0, ContinuousClock.now)
-        var track: HAConfig.TrackValue?
-        // The table is loaded: this node may hold the VIPs (unless it yields them with a pool all down).
-        func publishTrack() {
-            guard let link else { return }
-            let value: HAConfig.TrackValue = link.yields(core) ? .fault : .ready
-            guard value != track else { return }
+        var statusDirty = false
+        var track: Int?
+        var gate = link.map { HAGate(table: table, ha: options.spec.ha!, node: $0.node, now: .now) }
+        var peerLink: HAPeerLink?
+        if let link, let ha = options.spec.ha {
             do {
-                try link.publish(value)
-                track = value
-                logger.notice("ha: node \(link.node.name) \(value == .ready ? "may hold the VIPs" : "gives up the VIPs (a pool has no serving backend; yieldWhenAllDown)") (track file \(value.rawValue))")
+                peerLink = try HAPeerLink(ha: ha, node: link.node)
+                peerLink?.receive { sink.yield(.peer($0, $1)) }
+            } catch {
+                logger.error("ha: no beats to the peers (\(error)): this node cannot tell when a peer has resynced")
+            }
+        }
+        let frontends = Set(options.spec.pools.flatMap { $0.frontends.map(\.address) })
+        var beatSeq: UInt64 = 0
+        var lastBeat = ContinuousClock.now - .seconds(60)
+        var lastResyncRequest: (at: ContinuousClock.Instant, answered: Bool)?
+        var digest = (table: Table?.none, text: "")
+        var lastFlows: [UInt64]?
+        var lastProgressLog: ContinuousClock.Instant?
+        /// The track file from the gate's decision: FAULT until the table is loaded or while yielding, -253
+        /// while not resynced, +253 while holding the VIPs for a peer that is not resynced, else 0.
+        func publishTrack(now: ContinuousClock.Instant) {
+            guard let link, var g = gate else { return }
+            let (decision, lines) = g.decide(now: now, ready: core.applied != nil, yields: link.yields(core))
+            gate = g
+            for line in lines { logger.notice("\(line)") }
+            // Ask again every 5 s while pending; every second while conntrackd is not answering yet (it
+            // starts after the daemon), logged once.
+            if case .pending = g.resync, lastResyncRequest.map({ now - $0.at >= ($0.answered ? .seconds(5) : .seconds(1)) }) ?? true {
+                let asked = link.requestResync()
+                if asked || lastResyncRequest?.answered != false {
+                    logger.notice("ha: \(asked ? "asked conntrackd for the peers' connection table" : "conntrackd is not answering on \(link.paths.conntrackdSocket) yet")")
+                }
+                lastResyncRequest = (now, asked)
+            }
+            if g.isResynced { lastResyncRequest = nil }
+            guard decision.track != track else { return }
+            do {
+                try link.publish(decision.track)
+                track = decision.track
+                statusDirty = true
+                logger.notice("ha: node \(link.node.name): track file \(decision.track) (\(decision.reason))")
             } catch {
                 logger.error("ha: cannot write \(link.paths.trackFile): \(error)")
             }
         }
-        publishTrack()
+        /// Every advert interval: count connections if the gate wants it, decide, and tell the peers.
+        func beat(now: ContinuousClock.Instant) {
+            guard var g = gate, let ha = options.spec.ha, now - lastBeat >= ha.advertInterval else { return }
+            lastBeat = now
+            lastFlows = nil
+            if g.wantsCount(now: now), let n = try? kernel.connectionDigests(to: frontends) {
+                lastFlows = n.established
+                for line in g.counted(local: Set(n.established), other: Set(n.other), now: now) { logger.notice("\(line)") }
+                gate = g
+                if let progress = g.progress, !g.isResynced, lastProgressLog.map({ now - $0 >= .seconds(2) }) ?? true {
+                    lastProgressLog = now
+                    logger.notice("ha: resyncing: \(progress)")
+                }
+            }
+            publishTrack(now: now)
+            if digest.table != core.desired {
+                digest = (core.desired, String(StableHash.hash64(NftRenderer.body(core.desired)), radix: 16))
+            }
+            beatSeq += 1
+            peerLink?.send(gate!.beat(flows: lastFlows, tableDigest: digest.text, seq: beatSeq))
+        }
+        publishTrack(now: .now)
         link?.watchRoles { sink.yield(.role($0, $1)) }
 
         let prober = Prober()
@@ -142,22 +197,49 @@ public final class Daemon {
         let status = StatusFile(path: statusPath)
         func writeStatus() {
             let haState = link.map { l in
-                StatusFile.HAState(
+                let now = ContinuousClock.now, wall = Date().timeIntervalSince1970
+                var state = StatusFile.HAState(
                     node: l.node.name, role: role.0.rawValue,
-                    roleSince: Date().timeIntervalSince1970 - StatusFile.seconds(role.2.duration(to: .now)), track: track?.rawValue)
+                    roleSince: wall - StatusFile.seconds(role.2.duration(to: now)), track: track)
+                if let g = gate {
+                    state.trackReason = g.decision.reason
+                    state.resynced = g.isResynced
+                    if case .pending(_, let why, _) = g.resync { state.resyncPending = why }
+                    state.peers = g.ha.nodes.filter { $0.name != l.node.name }.map { n in
+                        let p = g.peers[n.name]
+                        return StatusFile.PeerState(
+                            node: n.name, role: p?.beat.role ?? "UNKNOWN", priority: p?.beat.priority ?? 0,
+                            resynced: p?.beat.resynced ?? false,
+                            heard: p.map { wall - StatusFile.seconds($0.heardAt.duration(to: now)) },
+                            lost: p.map { now - $0.heardAt > g.peerTimeout } ?? true,
+                            sameTable: p?.beat.table_digest == digest.text)
+                    }
+                }
+                return state
             }
             status.write(core, specPath: options.specPath, netns: options.netns, lock: lock.path, monitor: monitor, ha: haState)
         }
         writeStatus()
-        var statusDirty = false
         var publishedInSync = core.inSync
         var lastStatus = ContinuousClock.now
         var lastGenerationCheck = ContinuousClock.now
+        var lastTick = ContinuousClock.now
 
         for await event in events {
             let now = ContinuousClock.now
+            // The loop ticks every 100 ms: a far longer gap means this process (or the machine) was stopped,
+            // and the peers may have moved connections meanwhile. Judged before the event itself, which may
+            // be one that waited through the stop.
+            if now - lastTick > .seconds(1), var g = gate {
+                for line in g.stalled(for: now - lastTick, now: now) { logger.warning("\(line)") }
+                gate = g
+                lastTick = now
+                publishTrack(now: now)
+            }
             switch event {
             case .tick:
+                lastTick = now
+                beat(now: now)
                 let retried = core.tick(now: now)
                 log(retried)
                 if !retried.isEmpty { statusDirty = true }
@@ -175,6 +257,18 @@ public final class Daemon {
             case .role(let r, let priority):
                 if r != role.0 { logger.notice("ha: node \(link?.node.name ?? "?") is \(r.rawValue) (keepalived, priority \(priority))") }
                 role = (r, priority, now)
+                gate?.roleChanged(r.rawValue)
+                publishTrack(now: now)
+            case .peer(let b, let age):
+                guard var g = gate else { continue }
+                let before = g.peers[b.node].map { [$0.beat.role, "\($0.beat.priority)", "\($0.beat.resynced)", $0.beat.table_digest] }
+                let lines = g.heard(b, at: now - age, now: now)
+                for line in lines { logger.notice("\(line)") }
+                gate = g
+                publishTrack(now: now)
+                // Beats come every advert interval: the status is rewritten only when one says something new.
+                guard lines.isEmpty, before == [b.role, "\(b.priority)", "\(b.resynced)", b.table_digest] else { break }
+                continue
             case .monitorFailed(let why):
                 ledger.eventsAlive = false
                 logger.warning("no nftables events (\(why)): foreign changes are found by the generation check every \(DurationText.format(options.generationCheck))")
@@ -184,7 +278,7 @@ public final class Daemon {
                     if let ref = refs[id] { changes.append((ref, t)) }
                 }
                 log(core.healthChanged(changes, now: now))
-                publishTrack()
+                publishTrack(now: now)
             case .signal(.hangup):
                 guard options.specPath != "-" else {
                     logger.error("reload: the spec came from standard input and cannot be read again; keeping the running one")
@@ -193,7 +287,7 @@ public final class Daemon {
                 do {
                     let next = try SpecDecoder.load(path: options.specPath)
                     log(core.reload(next, now: now))
-                    publishTrack()
+                    publishTrack(now: now)
                     // Rotated certificates: the next https probe reads its caFile again.
                     prober.reloadTrust()
                     refs = watch(core.spec, health: core.health, monitor: monitor)

@@ -78,8 +78,38 @@ public final class HANodeLink: Sendable {
         if access(paths.notifyFifo, F_OK) != 0 { mkfifo(paths.notifyFifo, 0o600) }
     }
 
-    func publish(_ value: HAConfig.TrackValue) throws {
-        try AtomicFile.write(Array("\(value.rawValue)\n".utf8), to: paths.trackFile, mode: 0o644)
+    func publish(_ value: HAConfig.TrackValue) throws { try publish(value.rawValue) }
+
+    /// The track file's value: keepalived adds it to the base priority (weight 1), -254 is FAULT.
+    func publish(_ value: Int) throws {
+        try AtomicFile.write(Array("\(value)\n".utf8), to: paths.trackFile, mode: 0o644)
+    }
+
+    /// Asks this node's conntrackd to request the peers' connection table (what `conntrackd -n` does: its
+    /// control socket takes one native int, REQUEST_DUMP = 23, in conntrack-tools' local protocol). False
+    /// when conntrackd is not there.
+    @discardableResult
+    func requestResync() -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let path = Array(paths.conntrackdSocket.utf8)
+        guard path.count < MemoryLayout.size(ofValue: addr.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: path) }
+        let connected = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else { return false }
+        var request: Int32 = 23
+        guard send(fd, &request, 4, Int32(MSG_NOSIGNAL)) == 4 else { return false }
+        // conntrackd answers and closes; a bounded wait so a wedged conntrackd cannot hold the loop.
+        var tv = timeval(tv_sec: 0, tv_usec: 200_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var buffer = [UInt8](repeating: 0, count: 256)
+        while recv(fd, &buffer, buffer.count, 0) > 0 {}
+        return true
     }
 
     /// With `yieldWhenAllDown`, a node that sees a pool without a serving backend gives up the VIPs (a

@@ -40,8 +40,28 @@ public struct StatusFile: Sendable {
         /// MASTER / BACKUP / FAULT / STOP from keepalived's notify fifo; UNKNOWN before its first line.
         public var role: String
         public var roleSince: Double
-        /// What the daemon last wrote to the track file (0 may hold the VIPs, -254 must not).
+        /// What the daemon last wrote to the track file (0 may hold the VIPs, -254 must not, -253 only if no
+        /// peer does, 253 holds them for a peer that is not resynced) and why.
         public var track: Int?
+        public var trackReason: String?
+        /// This node's conntrack state is complete (HAGate), or why not.
+        public var resynced: Bool?
+        public var resyncPending: String?
+        /// The other nodes as their daemons' beats describe them.
+        public var peers: [PeerState]?
+    }
+
+    public struct PeerState: Codable, Sendable {
+        public var node: String
+        public var role: String
+        public var priority: Int
+        public var resynced: Bool
+        /// Wall-clock seconds of its last beat; nil: never heard.
+        public var heard: Double?
+        /// Its beats stopped (three adverts and a bit).
+        public var lost: Bool
+        /// It wants the same table as this node (digest of the whole table).
+        public var sameTable: Bool
     }
 
     public struct KernelState: Codable, Sendable {

@@ -10,6 +10,8 @@ public enum HAConfig {
     public static let notifyScriptFile = "nftpool-notify.sh"
     /// conntrackd's FTFW port (UDP unicast, or the multicast group's port).
     public static let syncPort = 3780
+    /// nftpool daemons' beats to each other (HAPeerBeat), on the sync link beside conntrackd.
+    public static let peerPort = 3781
 
     /// What nftpool writes to the track file (`Paths.trackFile`); keepalived reads it with weight 1.
     public enum TrackValue: Int, Sendable {
@@ -156,6 +158,9 @@ public enum HAConfig {
                 # Gratuitous ARPs/NAs: 3 at takeover, again 1 s later.
                 vrrp_garp_master_delay 1
                 vrrp_garp_master_repeat 3
+                # After a split brain heals, the loser's advert makes the winner send its ARPs/NAs again, so
+                # clients follow the node that stays master.
+                vrrp_higher_prio_send_advert true
                 script_user root
                 enable_script_security
                 # Role changes for `nftpool run --node \(me.name)`: INSTANCE "\(instance)" MASTER|BACKUP|FAULT|STOP PRIORITY
@@ -163,7 +168,9 @@ public enum HAConfig {
             }
 
             # Written by nftpool: 0 ready; -253 not resynced yet (priority 1: takes the VIPs only when no peer
-            # is there, so a returning node preempts only after conntrackd's resync); -254 FAULT (table not
+            # is there, so a returning node preempts only after conntrackd's resync); 253 a master holding the
+            # VIPs (priority 254) while a higher-priority peer is gone or not resynced, so that peer cannot
+            # take them back with connections missing (a hung master resuming, say); -254 FAULT (table not
             # loaded, daemon stopping, yieldWhenAllDown). keepalived creates it holding -254.
             track_file nftpool_ready {
                 file "\(paths.trackFile)"

@@ -79,6 +79,47 @@ extension NetfilterKernel {
         return counts
     }
 
+    /// The DNATed TCP connections that came in through one of `frontends` (their original destination),
+    /// each as a 64-bit FNV-1a digest of its original tuple (source, source port, frontend, port): the same
+    /// connection gives the same digest on every node. Split by whether conntrack has it ESTABLISHED. With
+    /// `ha`, a node that resyncs checks that a sample of the master's established ones is in its own table,
+    /// in whatever state (the master may hold an entry established that this node saw close). One dump
+    /// per family.
+    public func connectionDigests(to frontends: Set<IPAddress>) throws(KernelError) -> (established: [UInt64], other: [UInt64]) {
+        var established: [UInt64] = [], other: [UInt64] = []
+        for family in [IPFamily.ipv4, .ipv6] {
+            let wanted = Set(frontends.filter { $0.family == family }.map(\.bytes))
+            guard !wanted.isEmpty else { continue }
+            let af = UInt8(family == .ipv4 ? AF_INET : AF_INET6)
+            let dst = UInt16((family == .ipv4 ? CTA_IP_V4_DST : CTA_IP_V6_DST).rawValue)
+            let src = UInt16((family == .ipv4 ? CTA_IP_V4_SRC : CTA_IP_V6_SRC).rawValue)
+            let seq = nextSequence()
+            let dump = Self.ctMessage(UInt16(IPCTNL_MSG_CT_GET.rawValue), flags: UInt16(NLM_F_DUMP | NLM_F_ACK), family: af, seq: seq, payload: [])
+            let reply = try exchange(dump, sequences: [seq])
+            if let e = reply.status[seq], e != 0 { throw KernelError.system("cannot list connections (conntrack)", e) }
+            for message in reply.messages {
+                let attrs = NetlinkAttributes(message, offset: 16 + 4)
+                guard let status = attrs.bigEndianU32(UInt16(CTA_STATUS.rawValue)), status & UInt32(IPS_DST_NAT.rawValue) != 0,
+                    let origTuple = attrs.nested(UInt16(CTA_TUPLE_ORIG.rawValue)),
+                    let origIP = origTuple.nested(UInt16(CTA_TUPLE_IP.rawValue)),
+                    let frontend = origIP.payload(dst), wanted.contains(frontend), let client = origIP.payload(src),
+                    let origProto = origTuple.nested(UInt16(CTA_TUPLE_PROTO.rawValue)),
+                    origProto.payload(UInt16(CTA_PROTO_NUM.rawValue)) == [UInt8(IPPROTO_TCP)],
+                    let sport = origProto.payload(UInt16(CTA_PROTO_SRC_PORT.rawValue)),
+                    let dport = origProto.payload(UInt16(CTA_PROTO_DST_PORT.rawValue)),
+                    let state = attrs.nested(UInt16(CTA_PROTOINFO.rawValue))?.nested(UInt16(CTA_PROTOINFO_TCP.rawValue))?
+                        .payload(UInt16(CTA_PROTOINFO_TCP_STATE.rawValue))
+                else { continue }
+                var h: UInt64 = 0xcbf2_9ce4_8422_2325
+                for byte in client + sport + frontend + dport {
+                    h = (h ^ UInt64(byte)) &* 0x100_0000_01b3
+                }
+                if state == [3] { established.append(h) } else { other.append(h) }  // 3: TCP_CONNTRACK_ESTABLISHED
+            }
+        }
+        return (established, other)
+    }
+
     static func protocolNumber(_ p: L4Protocol) -> UInt8 {
         switch p {
         case .tcp: return UInt8(IPPROTO_TCP)

@@ -17,6 +17,8 @@ enum Expr: Equatable {
     case hash(sreg: UInt32, dreg: UInt32, length: UInt32, modulus: UInt32, seed: UInt32)
     case counter
     case reject(type: UInt32, code: UInt8)
+    /// A rule's own verdict (`drop`): immediate into the verdict register.
+    case immediate(verdict: Int32)
     /// Read back from the kernel and not one nftpool writes: never equal to a rule of ours.
     case unknown(String)
 
@@ -32,6 +34,7 @@ enum Expr: Equatable {
         case .hash: return "nft_hash"
         case .counter: return "nft_counter"
         case .reject: return "nft_reject_inet"
+        case .immediate: return "nf_tables"
         }
     }
 
@@ -87,6 +90,8 @@ extension Expr {
                 modulus: u32(NFTNL_EXPR_HASH_MODULUS), seed: u32(NFTNL_EXPR_HASH_SEED))
         case "counter": self = .counter
         case "reject": self = .reject(type: u32(NFTNL_EXPR_REJECT_TYPE), code: nftnl_expr_get_u8(e, UInt16(NFTNL_EXPR_REJECT_CODE)))
+        case "immediate" where u32(NFTNL_EXPR_IMM_DREG) == Registers.verdict && has(NFTNL_EXPR_IMM_VERDICT):
+            self = .immediate(verdict: Int32(bitPattern: u32(NFTNL_EXPR_IMM_VERDICT)))
         default: self = .unknown(name)
         }
     }
@@ -147,6 +152,21 @@ extension Rule {
             return l4proto(.tcp) + [.reject(type: UInt32(NFT_REJECT_TCP_RST.rawValue), code: 0)]
         case .reject:
             return [.reject(type: UInt32(NFT_REJECT_ICMPX_UNREACH.rawValue), code: UInt8(NFT_REJECT_ICMPX_PORT_UNREACH.rawValue))]
+        case .dropUnsynced(let f, let set):
+            // The order nft itself emits for the rule text (`nft --debug=netlink`).
+            let ctStateInvalidOrNew: UInt8 = 0x01 | 0x08  // NF_CT_STATE_INVALID_BIT | NF_CT_STATE_BIT(NEW)
+            let finSynRstAck: UInt8 = 0x01 | 0x02 | 0x04 | 0x10
+            return l4proto(.tcp) + nfproto(f) + [
+                .payload(base: networkHeader, offset: f == .ipv4 ? 16 : 24, length: f == .ipv4 ? 4 : 16, dreg: Registers.r1),
+                .lookup(set: set, sreg: Registers.r1, dreg: nil),
+                .ct(key: UInt32(NFT_CT_STATE.rawValue), dreg: Registers.r1, direction: nil),
+                .bitwise(sreg: Registers.r1, dreg: Registers.r1, length: 4, mask: [ctStateInvalidOrNew, 0, 0, 0], xor: [0, 0, 0, 0]),
+                .cmp(sreg: Registers.r1, op: neq, data: [0, 0, 0, 0]),
+                .payload(base: transportHeader, offset: 13, length: 1, dreg: Registers.r1),
+                .bitwise(sreg: Registers.r1, dreg: Registers.r1, length: 1, mask: [finSynRstAck], xor: [0]),
+                .cmp(sreg: Registers.r1, op: neq, data: [0x02]),
+                .immediate(verdict: Int32(NF_DROP)),
+            ]
         case .dnat(let d):
             var exprs = l4proto(d.proto) + [.counter]
             let modulus = UInt32(d.modulus)

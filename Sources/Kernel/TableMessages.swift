@@ -302,6 +302,11 @@ enum TableMessages {
             return new("counter")
         case .unknown(let name):
             preconditionFailure("nftpool never writes an expression it did not read: \(name)")
+        case .immediate(let verdict):
+            let e = new("immediate")
+            u32(e, NFTNL_EXPR_IMM_DREG, Registers.verdict)
+            u32(e, NFTNL_EXPR_IMM_VERDICT, UInt32(bitPattern: verdict))
+            return e
         case .reject(let type, let code):
             let e = new("reject")
             u32(e, NFTNL_EXPR_REJECT_TYPE, type)

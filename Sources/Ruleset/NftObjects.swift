@@ -187,6 +187,11 @@ public enum Rule: Equatable, Sendable {
     case reject
     /// `meta l4proto tcp counter dnat ip to numgen inc mod 66 map @pool-x-slots comment "pool x"`
     case dnat(SlotDNAT)
+    /// `meta l4proto tcp ip daddr @floating-v4 ct state invalid,new tcp flags & (fin|syn|rst|ack) != syn drop`:
+    /// with `ha`, a packet of an established connection whose state this node does not hold yet (it reached
+    /// the new master before conntrackd's copy) is dropped, so TCP retransmits it, instead of being picked
+    /// up loose and answered with a reset by the local stack or a different backend.
+    case dropUnsynced(IPFamily, set: String)
 }
 
 public struct SlotDNAT: Equatable, Sendable {

@@ -102,6 +102,8 @@ public enum NftRenderer {
             return "meta l4proto tcp reject with tcp reset"
         case .reject:
             return "reject"
+        case .dropUnsynced(let f, let set):
+            return "meta l4proto tcp \(ipKeyword(f)) daddr @\(set) ct state invalid,new tcp flags & (fin | syn | rst | ack) != syn drop"
         case .dnat(let d):
             let ip = ipKeyword(d.family)
             let proto = d.proto.rawValue

@@ -6,6 +6,9 @@ public enum RulesetBuilder {
     /// The table comment; it is also nftpool's ownership mark.
     public static let ownerComment = "managed by nftpool; changes made by hand are overwritten"
     public static let rejectChain = "all-down-reject"
+    /// With `ha` only: drops packets of connections this node has no state for yet (takeover window).
+    public static let haGuardChain = "ha-takeover-guard"
+    static func floatingSetName(_ family: IPFamily) -> String { "floating-\(suffix(family))" }
 
     /// Auto-sized tables hold at least max(128, 8 × backends) slots, so that when a backend goes down its
     /// slots spread over the others finely enough (imbalance ~ backends/slots).
@@ -63,6 +66,16 @@ public enum RulesetBuilder {
                     name: "frontends-\(suffix(family))", key: .types([.address(family), .inetProto, .inetService]),
                     data: .verdict, elements: elements.sorted { $0.key.lexicographicallyPrecedes($1.key) }))
         }
+        if let ha = spec.ha {
+            // Every address that moves with the VIPs: the frontends and the floating SNAT address.
+            let floating = Set(spec.pools.flatMap { $0.frontends.map(\.address) } + [ha.snatAddress])
+            for family in [IPFamily.ipv4, .ipv6] {
+                sets.append(
+                    NamedSet(
+                        name: floatingSetName(family), key: .types([.address(family)]),
+                        elements: floating.filter { $0.family == family }.sorted().map { Element(key: [.address($0)]) }))
+            }
+        }
         sets += pools.map(\.slotMap)
 
         let dispatch = [Rule.dispatch(.ipv4, map: "frontends-v4"), .dispatch(.ipv6, map: "frontends-v6")]
@@ -80,6 +93,13 @@ public enum RulesetBuilder {
             Chain(name: "filter-output", base: BaseChain(kind: .filter, hook: .output, priority: 0), rules: count),
             Chain(name: rejectChain, rules: [.rejectWithTCPReset, .reject]),
         ]
+        if spec.ha != nil {
+            // After conntrack (-200), before dnat (-100): sees loose pickups before they are NATed.
+            chains.append(
+                Chain(
+                    name: haGuardChain, base: BaseChain(kind: .filter, hook: .prerouting, priority: -150),
+                    rules: [.dropUnsynced(.ipv4, set: floatingSetName(.ipv4)), .dropUnsynced(.ipv6, set: floatingSetName(.ipv6))]))
+        }
         chains += pools.map(\.chain)
         return Table(name: spec.table, comment: ownerComment, sets: sets, chains: chains)
     }

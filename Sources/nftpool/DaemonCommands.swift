@@ -207,7 +207,15 @@ struct StatusCommand: ParsableCommand {
         let now = Date().timeIntervalSince1970
         print("table inet \(doc.table) (nftpool run, pid \(doc.pid)\(doc.netns.map { ", netns \($0)" } ?? ""))")
         if let ha = doc.ha {
-            print("ha: node \(ha.node), \(ha.role) for \(String(format: "%.0fs", now - ha.roleSince)), track file \(ha.track.map(String.init) ?? "-")")
+            print("ha: node \(ha.node), \(ha.role) for \(String(format: "%.0fs", now - ha.roleSince)), track file \(ha.track.map(String.init) ?? "-")\(ha.trackReason.map { " (\($0))" } ?? "")")
+            if let resynced = ha.resynced {
+                print("ha: conntrack state \(resynced ? "resynced" : "NOT resynced: \(ha.resyncPending ?? "?")")")
+            }
+            for peer in ha.peers ?? [] {
+                let heard = peer.heard.map { String(format: "heard %.1fs ago", max(0, now - $0)) } ?? "never heard"
+                let state = peer.lost ? "LOST (\(heard))" : "\(peer.role), priority \(peer.priority), \(peer.resynced ? "resynced" : "NOT resynced"), \(heard)"
+                print("ha: peer \(peer.node): \(state)\(peer.lost ? "" : peer.sameTable ? ", same table" : ", TABLE DIFFERS")")
+            }
         }
         if doc.kernel.inSync {
             print("kernel: in sync\(doc.kernel.repairs > 0 ? "; \(doc.kernel.repairs) foreign change\(doc.kernel.repairs == 1 ? "" : "s") restored" : "")")

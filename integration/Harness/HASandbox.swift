@@ -517,6 +517,30 @@ public final class HASandbox {
         return at
     }
 
+    /// A partition between the two LB nodes while both still reach the client and the backends: each
+    /// node's namespace drops the other's VRRP adverts (a table of the harness's own, `hapartition`, not
+    /// nftpool's), and the sync link goes down (conntrackd and the daemons' beats stop). Returns the
+    /// wall-clock time just before the cut.
+    @discardableResult
+    public func partition() -> Double {
+        let at = Date().timeIntervalSince1970
+        for (i, node) in nodes.enumerated() {
+            let other = nodes[1 - i].address
+            _ = try? exec(node.namespace, "nft", ["add table ip hapartition; add chain ip hapartition in { type filter hook prerouting priority -300; policy accept; }; add rule ip hapartition in ip saddr \(other) drop"])
+        }
+        _ = try? batch(nodes[0].namespace, ["link set eth2 down"])
+        return at
+    }
+
+    /// Ends `partition`. Returns the wall-clock time just before the links come back.
+    @discardableResult
+    public func heal() -> Double {
+        let at = Date().timeIntervalSince1970
+        for node in nodes { _ = try? exec(node.namespace, "nft", ["delete table ip hapartition"]) }
+        _ = try? batch(nodes[0].namespace, ["link set eth2 up"])
+        return at
+    }
+
     /// Removes node i's floating addresses (what a hard-killed node still has configured; a rebooted one
     /// comes back without them).
     public func dropFloatingAddresses(_ i: Int) {
