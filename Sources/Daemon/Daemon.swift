@@ -123,6 +123,12 @@ public final class Daemon {
             }
         }
         let frontends = Set(options.spec.pools.flatMap { $0.frontends.map(\.address) })
+        // conntrackd does not carry TCP sequence windows: a node that takes connections back after a split
+        // brain (or a long stall) sees them out of window, INVALID, and the takeover guard drops them.
+        if link != nil, let liberal = try? String(contentsOfFile: "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal", encoding: .utf8),
+            liberal.trimmingCharacters(in: .whitespacesAndNewlines) == "0" {
+            logger.warning("ha: net.netfilter.nf_conntrack_tcp_be_liberal is 0 in this network namespace: connections that come back to this node after a split brain can be dropped as out of window; set it to 1 (docs/ha.md)")
+        }
         var beatSeq: UInt64 = 0
         var lastBeat = ContinuousClock.now - .seconds(60)
         var lastResyncRequest: (at: ContinuousClock.Instant, answered: Bool)?
