@@ -97,6 +97,8 @@ let package = Package(
         .testTarget(name: "DaemonCoreTests", dependencies: ["Daemon", "Kernel", "Ruleset", "PoolSpec", "Probes"]),
         // The metrics families, health verdicts and sd_notify datagrams, without a kernel or root.
         .testTarget(name: "NftpoolMetricsTests", dependencies: ["NftpoolMetrics", "Daemon", "Probes", "PoolSpec", "TestSupport"]),
+        // deploy/: alert rules (promtool), the systemd unit (systemd-analyze), the static pod (kubernetes-validate).
+        .testTarget(name: "DeployTests", dependencies: ["TestSupport"]),
         // Needs root, nft and network namespaces; fails (never skips) when it cannot run them.
         .testTarget(name: "KernelAcceptanceTests", dependencies: ["Ruleset", "PoolSpec", "Kernel", "TestSupport"]),
         // Real traffic: namespaces joined by veth and a bridge, Python servers in the backends (integration/).
