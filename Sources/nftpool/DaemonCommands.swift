@@ -73,6 +73,7 @@ struct RunCommand: AsyncParsableCommand {
         daemonOptions.statusPath = statusFile
         daemonOptions.node = node
         daemonOptions.runtimeDirectory = runtimeDir
+        if let notifier = ServiceNotifier() { daemonOptions.observers.append(notifier) }
         if let metricsAt {
             let metrics = DaemonMetrics(version: nftpoolVersion)
             daemonOptions.observers += [metrics, MetricsServer(address: metricsAt, metrics: metrics)]
