@@ -154,7 +154,7 @@ public final class DaemonMetrics: DaemonObserver {
             cpu.increment(by: p.cpuSeconds)
             resident.set(to: p.residentBytes)
             virtual.set(to: p.virtualBytes)
-            startTime.set(to: p.startTime)
+            if let start = p.startTime { startTime.set(to: start) }
             openFDs.set(to: p.openFDs)
             maxFDs.set(to: p.maxFDs)
         }

@@ -6,14 +6,14 @@ struct ProcessStats: Equatable {
     var cpuSeconds: Double
     var residentBytes: Double
     var virtualBytes: Double
-    var startTime: Double
+    /// nil where /proc/stat is hidden (systemd's ProcSubset=pid, as in deploy/systemd).
+    var startTime: Double?
     var openFDs: Double
     var maxFDs: Double
 
     /// nil when /proc cannot be read (not Linux, or no procfs mounted).
     static func read() -> ProcessStats? {
         guard let stat = try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8),
-            let boot = bootTime(),
             // The command name (field 2) may hold spaces and parentheses: fields start after the last ')'.
             let close = stat.lastIndex(of: ")")
         else { return nil }
@@ -29,7 +29,7 @@ struct ProcessStats: Equatable {
         getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
         return ProcessStats(
             cpuSeconds: (utime + stime) / ticks, residentBytes: rss * page, virtualBytes: vsize,
-            startTime: boot + start / ticks, openFDs: Double(max(0, fds - 1)),  // less the directory's own
+            startTime: bootTime().map { $0 + start / ticks }, openFDs: Double(max(0, fds - 1)),  // less the directory's own
             maxFDs: Double(limit.rlim_cur))
     }
 
