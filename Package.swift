@@ -98,7 +98,7 @@ let package = Package(
         // The metrics families, health verdicts and sd_notify datagrams, without a kernel or root.
         .testTarget(name: "NftpoolMetricsTests", dependencies: ["NftpoolMetrics", "Daemon", "Probes", "PoolSpec", "TestSupport"]),
         // deploy/: alert rules (promtool), the systemd unit (systemd-analyze), the static pod (kubernetes-validate).
-        .testTarget(name: "DeployTests", dependencies: ["TestSupport"]),
+        .testTarget(name: "DeployTests", dependencies: ["TestSupport", .product(name: "Yams", package: "Yams")]),
         // Needs root, nft and network namespaces; fails (never skips) when it cannot run them.
         .testTarget(name: "KernelAcceptanceTests", dependencies: ["Ruleset", "PoolSpec", "Kernel", "TestSupport"]),
         // Real traffic: namespaces joined by veth and a bridge, Python servers in the backends (integration/).
