@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // The pool spec: decoding (YAML/JSON), defaults and validation. Pure.
@@ -48,10 +49,22 @@ let package = Package(
                 "PoolSpec", "Ruleset", "Kernel", "Probes", "HAConfig", .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]),
+        // `nftpool run --metrics-address`: Prometheus text on /metrics, /healthz and /readyz, served by
+        // SwiftNIO off the daemon's loop; it only reads what the daemon publishes.
+        .target(
+            name: "NftpoolMetrics",
+            dependencies: [
+                "Daemon", "Kernel", "Probes", "PoolSpec", "Ruleset",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]),
         .executableTarget(
             name: "nftpool",
             dependencies: [
-                "PoolSpec", "Ruleset", "Kernel", "Daemon", "HAConfig",
+                "PoolSpec", "Ruleset", "Kernel", "Daemon", "HAConfig", "NftpoolMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -82,6 +95,10 @@ let package = Package(
         .testTarget(name: "KernelPlanTests", dependencies: ["Ruleset", "PoolSpec", "Kernel", "TestSupport"]),
         // The daemon's decisions against the in-memory FakeKernel: runs without root.
         .testTarget(name: "DaemonCoreTests", dependencies: ["Daemon", "Kernel", "Ruleset", "PoolSpec", "Probes"]),
+        // The metrics families, health verdicts and sd_notify datagrams, without a kernel or root.
+        .testTarget(name: "NftpoolMetricsTests", dependencies: ["NftpoolMetrics", "Daemon", "Probes", "PoolSpec", "TestSupport"]),
+        // deploy/: alert rules (promtool), the systemd unit (systemd-analyze), the static pod (kubernetes-validate).
+        .testTarget(name: "DeployTests", dependencies: ["TestSupport", .product(name: "Yams", package: "Yams")]),
         // Needs root, nft and network namespaces; fails (never skips) when it cannot run them.
         .testTarget(name: "KernelAcceptanceTests", dependencies: ["Ruleset", "PoolSpec", "Kernel", "TestSupport"]),
         // Real traffic: namespaces joined by veth and a bridge, Python servers in the backends (integration/).

@@ -29,6 +29,8 @@ public final class Daemon {
         public var runtimeDirectory = HAConfig.defaultRuntimeDirectory
         /// How often the ruleset generation is checked, in case an nftables event was missed.
         public var generationCheck: Duration = .seconds(1)
+        /// Told what the daemon does (metrics, sd_notify); see DaemonObserver.
+        public var observers: [any DaemonObserver] = []
 
         public init(specPath: String, spec: Spec, netns: String? = nil) {
             self.specPath = specPath
@@ -79,6 +81,8 @@ public final class Daemon {
         _ = SignalWatch { sink.yield(.signal($0)) }
         let lock = try DaemonLock(table: options.spec.table)
         defer { withExtendedLifetime(lock) {} }
+        let observers = options.observers
+        for o in observers { try o.prepare() }
         Self.raiseDescriptorLimit()
         var link: HANodeLink?
         if let ha = options.spec.ha {
@@ -107,7 +111,7 @@ public final class Daemon {
         defer { stopMonitor.withLockedValue { $0 = true } }
         var ledger = GenerationLedger(generation: (try? kernel.generation()) ?? 0)
 
-        let core = DaemonCore(spec: options.spec, kernel: kernel, force: options.force)
+        let core = DaemonCore(spec: options.spec, kernel: observers.isEmpty ? kernel : ObservedKernel(kernel, observers: observers), force: options.force)
         log(try core.start())
         var role = (HANodeLink.Role.unknown, 0, ContinuousClock.now)
         var statusDirty = false
@@ -188,7 +192,11 @@ public final class Daemon {
 
         let prober = Prober()
         let inbox = Inbox()
-        let monitor = HealthMonitor(prober: prober) { id, transition in
+        let probed: HealthMonitor.Observer = { id, result, took in
+            for o in observers { o.probed(id, result, took: took) }
+        }
+        let monitor = HealthMonitor(prober: prober, observer: observers.isEmpty ? nil : probed) { id, transition in
+            for o in observers { o.transition(id, transition) }
             if inbox.push(id, transition) { sink.yield(.transitions) }
         }
         let ticker = Task {
@@ -223,9 +231,11 @@ public final class Daemon {
                 }
                 return state
             }
-            status.write(core, specPath: options.specPath, netns: options.netns, lock: lock.path, monitor: monitor, ha: haState)
+            let doc = status.write(core, specPath: options.specPath, netns: options.netns, lock: lock.path, monitor: monitor, ha: haState)
+            for o in observers { o.published(doc) }
         }
         writeStatus()
+        for o in observers { o.started() }
         var publishedInSync = core.inSync
         var lastStatus = ContinuousClock.now
         var lastGenerationCheck = ContinuousClock.now
@@ -242,6 +252,7 @@ public final class Daemon {
                 lastTick = now
                 publishTrack(now: now)
             }
+            for o in observers { o.loopAlive(at: now) }
             switch event {
             case .tick:
                 lastTick = now
@@ -286,13 +297,16 @@ public final class Daemon {
                 log(core.healthChanged(changes, now: now))
                 publishTrack(now: now)
             case .signal(.hangup):
+                for o in observers { o.reloading() }
                 guard options.specPath != "-" else {
                     logger.error("reload: the spec came from standard input and cannot be read again; keeping the running one")
+                    for o in observers { o.reloaded(ok: false) }
                     continue
                 }
                 do {
                     let next = try SpecDecoder.load(path: options.specPath)
                     log(core.reload(next, now: now))
+                    for o in observers { o.reloaded(ok: core.spec == next) }
                     publishTrack(now: now)
                     // Rotated certificates: the next https probe reads its caFile again.
                     prober.reloadTrust()
@@ -300,8 +314,10 @@ public final class Daemon {
                 } catch {
                     for e in error.errors { logger.error("reload: \(e.description)") }
                     logger.error("reload: the new spec is invalid; keeping the running one")
+                    for o in observers { o.reloaded(ok: false) }
                 }
             case .signal(.stop(let signal)):
+                for o in observers { o.stopping() }
                 monitor.stopAll()
                 await prober.shutdown()
                 // What the kernel holds now, not what our bookkeeping believes: a flush whose event is

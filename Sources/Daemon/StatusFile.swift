@@ -99,7 +99,9 @@ public struct StatusFile: Sendable {
         public var bytes: UInt64?
     }
 
-    func write(_ core: DaemonCore, specPath: String, netns: String?, lock: String, monitor: HealthMonitor, ha: HAState? = nil) {
+    /// Writes the file; returns what it wrote (the daemon's observers get the same document).
+    @discardableResult
+    func write(_ core: DaemonCore, specPath: String, netns: String?, lock: String, monitor: HealthMonitor, ha: HAState? = nil) -> Document {
         let probes = monitor.status()
         let now = ContinuousClock.now
         let wall = Date().timeIntervalSince1970
@@ -127,10 +129,11 @@ public struct StatusFile: Sendable {
             outOfSyncSince: failure.map { wall - Self.seconds($0.since.duration(to: now)) },
             error: failure?.error, refusedAttempts: failure?.attempts ?? 0, repairs: core.repairs)
         let doc = Document(table: core.spec.table, pid: getpid(), spec: specPath, netns: netns, lock: lock, updated: wall, kernel: kernel, ha: ha, pools: pools)
-        guard let data = try? JSONEncoder().encode(doc) else { return }
+        guard let data = try? JSONEncoder().encode(doc) else { return doc }
         let dir = (path as NSString).deletingLastPathComponent
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         try? AtomicFile.write(Array(data), to: path, mode: 0o600)
+        return doc
     }
 
     func remove() {

@@ -12,6 +12,9 @@ import PoolSpec
 public final class HealthMonitor: Sendable {
     /// Called on an event loop thread: keep it short and do not block.
     public typealias Handler = @Sendable (_ id: String, _ transition: HealthTracker.Transition) -> Void
+    /// Every probe's result and how long it took (for metrics); called on an event loop thread like
+    /// `Handler`.
+    public typealias Observer = @Sendable (_ id: String, _ result: ProbeResult, _ took: Duration) -> Void
 
     public struct Status: Sendable {
         public var state: HealthTracker.State
@@ -21,12 +24,14 @@ public final class HealthMonitor: Sendable {
 
     private let prober: Prober
     private let handler: Handler
+    private let observer: Observer?
     private let wheels: [ProbeWheel]
     private let probes = NIOLockedValueBox<(all: [String: Schedule], placed: Int)>(([:], 0))
 
-    public init(prober: Prober, handler: @escaping Handler) {
+    public init(prober: Prober, observer: Observer? = nil, handler: @escaping Handler) {
         self.prober = prober
         self.handler = handler
+        self.observer = observer
         wheels = prober.group.makeIterator().map { ProbeWheel(loop: $0) }
     }
 
@@ -39,7 +44,9 @@ public final class HealthMonitor: Sendable {
             // Backends are dealt round the loops in turn.
             let wheel = wheels[probes.placed % wheels.count]
             probes.placed += 1
-            let s = Schedule(id: id, target: target, initial: initial, reason: reason, prober: prober, wheel: wheel, handler: handler)
+            let s = Schedule(
+                id: id, target: target, initial: initial, reason: reason, prober: prober, wheel: wheel, handler: handler,
+                observer: observer)
             probes.all[id] = s
             return (s, probes.all.count)
         }
@@ -78,6 +85,7 @@ private final class Schedule: Sendable {
     let address: Result<SocketAddress, Error>
     let prober: Prober
     let handler: HealthMonitor.Handler
+    let observer: HealthMonitor.Observer?
     private let tracker: NIOLockedValueBox<HealthTracker>
     /// Whether the loop was stopped, and the jitter's generator; touched only on the wheel's loop.
     private let stopped: NIOLoopBoundBox<Bool>
@@ -87,11 +95,12 @@ private final class Schedule: Sendable {
     private let kept: KeptConnection?
 
     init(id: String, target: ProbeTarget, initial: HealthTracker.State, reason: String, prober: Prober,
-         wheel: ProbeWheel, handler: @escaping HealthMonitor.Handler) {
+         wheel: ProbeWheel, handler: @escaping HealthMonitor.Handler, observer: HealthMonitor.Observer?) {
         self.id = id
         self.target = target
         self.prober = prober
         self.handler = handler
+        self.observer = observer
         self.wheel = wheel
         tracker = NIOLockedValueBox(HealthTracker(check: target.check, initial: initial, now: .now, reason: reason))
         address = Prober.socketAddress(of: target)
@@ -122,6 +131,7 @@ private final class Schedule: Sendable {
 
     private func probe() {
         guard !stopped.value else { return }
+        let began = ContinuousClock.now
         let started: EventLoopFuture<ProbeResult>
         switch address {
         case .success(let address): started = prober.start(target, at: address, on: wheel.loop, keeping: kept)
@@ -132,6 +142,7 @@ private final class Schedule: Sendable {
                 self.kept?.close()  // the probe may have kept a connection after stop() closed the last
                 return
             }
+            self.observer?(self.id, result, began.duration(to: .now))
             let (transition, delay) = self.tracker.withLockedValue { t in
                 (t.record(result, at: .now), t.nextDelay)
             }

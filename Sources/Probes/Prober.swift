@@ -92,7 +92,7 @@ public final class Prober: Sendable {
     /// Fulfils `done` with a timeout failure unless something else does first.
     private func expire(_ done: EventLoopPromise<ProbeResult>, after timeout: Duration, on loop: EventLoop, then: @escaping () -> Void = {}) {
         let deadline = loop.scheduleTask(in: .milliseconds(timeout.milliseconds)) {
-            done.succeed(.failure("timeout after \(DurationText.format(timeout))"))
+            done.succeed(.failure("timeout after \(DurationText.format(timeout))", .timeout))
             then()
         }
         done.futureResult.whenComplete { _ in deadline.cancel() }
@@ -110,7 +110,7 @@ public final class Prober: Sendable {
             do {
                 (tls, trust) = try contexts.context(caFile: check.caFile, insecure: check.insecureSkipVerify)
             } catch {
-                return loop.makeSucceededFuture(.failure("\(label): cannot load caFile \(check.caFile ?? ""): \(error)"))
+                return loop.makeSucceededFuture(.failure("\(label): cannot load caFile \(check.caFile ?? ""): \(error)", .tls))
             }
         } else {
             (tls, trust) = (nil, 0)
@@ -151,29 +151,30 @@ public final class Prober: Sendable {
                     done.futureResult.whenComplete { _ in channel.close(promise: nil) }
                 }
             case .failure(let error):
-                done.succeed(.failure("\(label): \(Self.describe(error, timeout: check.timeout))"))
+                let (text, outcome) = Self.describe(error, timeout: check.timeout)
+                done.succeed(.failure("\(label): \(text)", outcome))
             }
         }
         return done.futureResult
     }
 
-    static func describe(_ error: Error, timeout: Duration) -> String {
-        if let e = error as? ChannelError, case .connectTimeout = e { return "timeout after \(DurationText.format(timeout))" }
+    static func describe(_ error: Error, timeout: Duration) -> (String, ProbeResult.Outcome) {
+        if let e = error as? ChannelError, case .connectTimeout = e { return ("timeout after \(DurationText.format(timeout))", .timeout) }
         if let e = error as? NIOConnectionError {
             if let first = e.connectionErrors.first { return describe(first.error, timeout: timeout) }
-            return "cannot connect"
+            return ("cannot connect", .error)
         }
         if let e = error as? IOError {
             switch e.errnoCode {
-            case ECONNREFUSED: return "connection refused"
-            case EHOSTUNREACH: return "host unreachable"
-            case ENETUNREACH: return "network unreachable"
-            case ECONNRESET: return "connection reset"
-            default: return String(cString: strerror(e.errnoCode))
+            case ECONNREFUSED: return ("connection refused", .refused)
+            case EHOSTUNREACH: return ("host unreachable", .unreachable)
+            case ENETUNREACH: return ("network unreachable", .unreachable)
+            case ECONNRESET: return ("connection reset", .reset)
+            default: return (String(cString: strerror(e.errnoCode)), .error)
             }
         }
-        if let e = error as? NIOSSLError { return "TLS: \(e)" }
-        return "\(error)"
+        if error is NIOSSLError || error is BoringSSLError { return ("TLS: \(error)", .tls) }
+        return ("\(error)", .error)
     }
 }
 
@@ -246,7 +247,7 @@ final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
             let code = Int(head.status.code)
             guard expect.contains(code) else {
                 // A failing status is the answer already; the connection is not kept after it.
-                finish(.failure("\(label): status \(code)"), context: context, reusable: false)
+                finish(.failure("\(label): status \(code)", .status), context: context, reusable: false)
                 return
             }
             answer = (code, head.isKeepAlive, 0)
@@ -282,16 +283,17 @@ final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        end(failure: Prober.describe(error, timeout: .zero))
+        let (text, outcome) = Prober.describe(error, timeout: .zero)
+        end(failure: text, outcome)
         context.close(promise: nil)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        end(failure: "connection closed before a response")
+        end(failure: "connection closed before a response", .reset)
         context.fireChannelInactive()
     }
 
-    private func end(failure: String) {
+    private func end(failure: String, _ outcome: ProbeResult.Outcome) {
         idle = false
         answer = nil
         guard let pending else { return }
@@ -299,7 +301,7 @@ final class StatusHandler: ChannelInboundHandler, @unchecked Sendable {
         if reused {
             pending.fail(Stale())
         } else {
-            pending.succeed(.failure("\(label): \(failure)"))
+            pending.succeed(.failure("\(label): \(failure)", outcome))
         }
     }
 }

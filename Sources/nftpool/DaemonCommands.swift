@@ -4,6 +4,7 @@ import Foundation
 import HAConfig
 import Kernel
 import Logging
+import NftpoolMetrics
 import PoolSpec
 import Ruleset
 
@@ -35,7 +36,17 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("With a spec's ha section: the runtime directory shared with keepalived (as given to `nftpool ha-config`).", valueName: "RUNDIR"))
     var runtimeDir: String = HAConfig.defaultRuntimeDirectory
 
+    @Option(help: ArgumentHelp("Serve Prometheus metrics on /metrics and probes on /healthz and /readyz (an IPv6 address in brackets), or off.", valueName: "ADDR:PORT"))
+    var metricsAddress: String = MetricsAddress.defaultText
+
     func run() async throws {
+        let metricsAt: MetricsAddress?
+        do {
+            metricsAt = try MetricsAddress.parse(metricsAddress)
+        } catch {
+            Stderr.print(error.description)
+            throw ExitCode(ExitStatus.usage)
+        }
         // Standard input can be read once: with --netns, re-execute first and read it inside.
         if input.file == "-", let netns = options.netns { try reexecInside(netns) }
         let spec = try input.load()  // exit 2 with every error before anything starts
@@ -62,6 +73,11 @@ struct RunCommand: AsyncParsableCommand {
         daemonOptions.statusPath = statusFile
         daemonOptions.node = node
         daemonOptions.runtimeDirectory = runtimeDir
+        if let notifier = ServiceNotifier() { daemonOptions.observers.append(notifier) }
+        if let metricsAt {
+            let metrics = DaemonMetrics(version: nftpoolVersion)
+            daemonOptions.observers += [metrics, MetricsServer(address: metricsAt, metrics: metrics)]
+        }
         let daemon = Daemon(options: daemonOptions, logger: Logger(label: "nftpool"))
         do {
             try await daemon.run()
@@ -74,6 +90,9 @@ struct RunCommand: AsyncParsableCommand {
         } catch let error as HANodeLink.NodeError {
             Stderr.print(error.description)
             throw ExitCode(ExitStatus.invalidSpec)
+        } catch let error as MetricsServer.BindError {
+            Stderr.print("nftpool run: \(error)")
+            throw ExitCode(ExitStatus.kernelRefused)
         } catch {
             Stderr.print("nftpool run: \(error)")
             throw ExitCode(ExitStatus.kernelRefused)

@@ -1,6 +1,9 @@
 import ArgumentParser
 
 
+/// The release; also the `version` label of `nftpool_build_info`.
+let nftpoolVersion = "0.1.0"
+
 @available(macOS 10.15, *)
 struct NftPoolCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -18,7 +21,7 @@ struct NftPoolCommand: AsyncParsableCommand {
               nftpool validate rulesets/kube-apiserver.yaml
               nftpool render rulesets/kube-apiserver.yaml > lb.nft
             """,
-        version: "0.1.0",
+        version: nftpoolVersion,
         subcommands: [ValidateCommand.self, RenderCommand.self, DiffCommand.self, ApplyCommand.self, DeleteCommand.self, RunCommand.self, StatusCommand.self, HAConfigCommand.self]
     )
 }

@@ -27,6 +27,8 @@ enum ExitStatus {
     static let kernelRefused: Int32 = 1
     static let invalidSpec: Int32 = 2
     static let changesPending: Int32 = 3
+    /// A usage mistake (as ArgumentParser's own).
+    static let usage: Int32 = 64
 }
 
 enum Stderr {

@@ -29,8 +29,8 @@ import Testing
 
     @Test func aBodyThatStallsIsATimeout() async throws {
         let stalled = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789"
-        #expect(try await probe(stalled) == .failure("timeout after 300ms"))
-        #expect(try await probe(stalled, kept: true) == .failure("timeout after 300ms"))
+        #expect(try await probe(stalled) == .failure("timeout after 300ms", .timeout))
+        #expect(try await probe(stalled, kept: true) == .failure("timeout after 300ms", .timeout))
     }
 
     @Test func aWholeResponsePasses() async throws {
@@ -41,18 +41,18 @@ import Testing
     @Test func aChunkedResponsePassesOnItsLastChunkOnly() async throws {
         let chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n"
         #expect(try await probe(chunked + "0\r\n\r\n") == .success("http /healthz: status 200"))
-        #expect(try await probe(chunked) == .failure("timeout after 300ms"))
+        #expect(try await probe(chunked) == .failure("timeout after 300ms", .timeout))
     }
 
     /// A failing status is the answer at once: no need to wait for its body.
     @Test func aFailingStatusFailsWithoutItsBody() async throws {
-        #expect(try await probe("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\n\r\n") == .failure("http /healthz: status 503"))
+        #expect(try await probe("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\n\r\n") == .failure("http /healthz: status 503", .status))
     }
 
     /// Past 64 KiB the backend is plainly answering; the rest is not read.
     @Test func aLongBodyIsReadOnlyUpToTheCap() async throws {
         let head = "HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n"
         #expect(try await probe(head + String(repeating: "x", count: 70_000)) == .success("http /healthz: status 200"))
-        #expect(try await probe(head + String(repeating: "x", count: 60_000)) == .failure("timeout after 300ms"))
+        #expect(try await probe(head + String(repeating: "x", count: 60_000)) == .failure("timeout after 300ms", .timeout))
     }
 }

@@ -51,7 +51,7 @@ struct HealthTrackerTests {
         let closedPort = open.port
         open.close()
         let down = await prober.probe(ProbeTarget(address: IPAddress("127.0.0.1")!, port: closedPort, check: HealthCheck(type: .tcp)))
-        #expect(down == .failure("tcp: connection refused"))
+        #expect(down == .failure("tcp: connection refused", .refused))
         await prober.shutdown()
     }
 
@@ -63,7 +63,7 @@ struct HealthTrackerTests {
         let a = await prober.probe(ProbeTarget(address: IPAddress("127.0.0.1")!, port: ok.port, check: check))
         let b = await prober.probe(ProbeTarget(address: IPAddress("127.0.0.1")!, port: unready.port, check: check))
         #expect(a == .success("http /readyz: status 200"))
-        #expect(b == .failure("http /readyz: status 503"))
+        #expect(b == .failure("http /readyz: status 503", .status))
         await prober.shutdown()
     }
 
@@ -89,7 +89,7 @@ struct HealthTrackerTests {
         let slowTook = start.duration(to: done.at("slow")!)
         // Blocked behind the hung probe it would take its 2 s; a loaded CI machine may still be slow.
         #expect(fast.ok && fastTook < .seconds(1), "\(fastTook)")
-        #expect(slowResult == .failure("timeout after 2s"))
+        #expect(slowResult == .failure("timeout after 2s", .timeout))
         #expect(slowTook >= .milliseconds(1900))
         await prober.shutdown()
     }

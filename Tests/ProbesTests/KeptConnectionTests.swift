@@ -24,7 +24,7 @@ import Testing
         for _ in 0..<5 { #expect(try await probe(prober, server.port, kept) == .success("http /healthz: status 200")) }
         #expect(server.accepted == 1)
         server.close()  // its connection ends and nothing listens any more
-        #expect(try await probe(prober, server.port, kept) == .failure("http /healthz: connection refused"))
+        #expect(try await probe(prober, server.port, kept) == .failure("http /healthz: connection refused", .refused))
         await prober.shutdown()
     }
 
@@ -44,7 +44,7 @@ import Testing
         let prober = Prober(threads: 1)
         let server = try Listener(answer: "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n", requestsPerConnection: 100)
         let kept = KeptConnection()
-        for _ in 0..<3 { #expect(try await probe(prober, server.port, kept) == .failure("http /healthz: status 503")) }
+        for _ in 0..<3 { #expect(try await probe(prober, server.port, kept) == .failure("http /healthz: status 503", .status)) }
         #expect(server.accepted == 3)
         await prober.shutdown()
     }

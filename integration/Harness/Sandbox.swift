@@ -192,9 +192,14 @@ public final class Sandbox {
     /// Starts the traffic client in the background; `Background.first` reads its first JSON line,
     /// `finish()` waits for its last.
     public func startTraffic(_ arguments: [String]) throws -> Background {
+        try startScript("client.py", arguments, in: client)
+    }
+
+    /// Runs one of servers/ in the background inside `namespace`, its JSON lines read as startTraffic's.
+    public func startScript(_ script: String, _ arguments: [String], in namespace: String) throws -> Background {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        p.arguments = ["netns", "exec", client, "python3", Self.scripts.appendingPathComponent("client.py").path] + arguments
+        p.arguments = ["netns", "exec", namespace, "python3", Self.scripts.appendingPathComponent(script).path] + arguments
         let out = Pipe()
         p.standardOutput = out
         p.standardError = FileHandle(forWritingAtPath: "/dev/stderr")
@@ -268,12 +273,14 @@ public final class Sandbox {
 
     /// Starts `nftpool run --netns <lb>` on the spec; its log goes to daemonLog. `fromStdin`: the spec
     /// is given as `-` on standard input (written and closed at once) instead of the spec file.
-    public func startDaemon(_ spec: String, extra: [String] = [], fromStdin: Bool = false) throws {
+    /// `environment`: variables added to the daemon's (NOTIFY_SOCKET, say).
+    public func startDaemon(_ spec: String, extra: [String] = [], fromStdin: Bool = false, environment: [String: String] = [:]) throws {
         try spec.write(to: specFile, atomically: true, encoding: .utf8)
         FileManager.default.createFile(atPath: daemonLog.path, contents: nil)
         let p = Process()
         p.executableURL = Repo.nftpool
         p.arguments = ["run", "--netns", lb, "--status-file", statusFile.path] + extra + [fromStdin ? "-" : specFile.path]
+        if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let log = try FileHandle(forWritingTo: daemonLog)
         log.seekToEndOfFile()
         p.standardOutput = log

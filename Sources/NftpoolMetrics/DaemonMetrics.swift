@@ -1,0 +1,246 @@
+import Daemon
+import Dispatch
+import Foundation
+import Kernel
+import NIOConcurrencyHelpers
+import Probes
+import Prometheus
+import Ruleset
+
+/// The daemon's metrics: a DaemonObserver that keeps what the daemon tells it, and renders the
+/// Prometheus text on its own serial queue. The daemon's loop only stores a document; probes record
+/// into their backend's series (a lock and an atomic). Registering series, the kernel's counters, /proc
+/// and the text itself are all done on the queue at scrape time, so neither a scrape nor a slow client
+/// can hold up a health flip.
+///
+/// Series are registered at the first scrape, not when the daemon starts: swift-prometheus 2.4.1
+/// copies a family's dictionary on every registration, so registering n backends costs O(n²)
+/// (measured: 0.5 s at 1,000 backends, 49 s of one core at 10,000), which a daemon nobody scrapes
+/// should not pay. Probe results before then are not counted.
+public final class DaemonMetrics: DaemonObserver {
+    struct Seen {
+        var status: StatusFile.Document?
+        var lastLoop: ContinuousClock.Instant?
+        var started = false
+    }
+
+    public let registry = PrometheusCollectorRegistry()
+    private let seen = NIOLockedValueBox(Seen())
+    /// Probe id (`pool/endpoint`) → series; read from the probes' event loops, changed on the queue.
+    private let backends = NIOLockedValueBox<[String: BackendSeries]>([:])
+    /// Touched on the queue only (boxed to stay Sendable).
+    private let pools = NIOLockedValueBox<[String: PoolSeries]>([:])
+    private let repairsSeen = NIOLockedValueBox(0)
+    let queue = DispatchQueue(label: "nftpool-metrics")
+    /// Reads the counters in the daemon's namespace (the process is in it); nil in tests without a kernel.
+    private let readKernel: Bool
+
+    private let applyDuration: DurationHistogram
+    private let netlinkMessages: Counter
+    private let netlinkErrors: Counter
+    private let repairs: Counter
+    private let inSync: Gauge
+    private let reloadSuccess: Counter
+    private let reloadFailure: Counter
+    private let lastReloadOK: Gauge
+    private let lastReloadTime: Gauge
+    private let cpu: Counter
+    private let resident: Gauge
+    private let virtual: Gauge
+    private let startTime: Gauge
+    private let openFDs: Gauge
+    private let maxFDs: Gauge
+
+    public init(version: String, readKernel: Bool = true) {
+        self.readKernel = readKernel
+        let r = registry
+        applyDuration = r.makeDurationHistogram(descriptor: Families.applyDuration, buckets: [
+            .microseconds(500), .milliseconds(1), .microseconds(2500), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+            .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5),
+        ])
+        netlinkMessages = r.makeCounter(descriptor: Families.netlinkMessages)
+        netlinkErrors = r.makeCounter(descriptor: Families.netlinkErrors)
+        repairs = r.makeCounter(descriptor: Families.repairs)
+        inSync = r.makeGauge(descriptor: Families.kernelInSync)
+        reloadSuccess = r.makeCounter(descriptor: Families.reloads, labels: [("result", "success")])
+        reloadFailure = r.makeCounter(descriptor: Families.reloads, labels: [("result", "failure")])
+        lastReloadOK = r.makeGauge(descriptor: Families.lastReloadSuccessful)
+        lastReloadOK.set(to: 1)
+        lastReloadTime = r.makeGauge(descriptor: Families.lastReloadSuccessTime)
+        lastReloadTime.set(to: Date().timeIntervalSince1970)
+        r.makeGauge(descriptor: Families.buildInfo, labels: [("version", version)]).set(to: 1)
+        cpu = r.makeCounter(descriptor: Families.processCPU)
+        resident = r.makeGauge(descriptor: Families.processResident)
+        virtual = r.makeGauge(descriptor: Families.processVirtual)
+        startTime = r.makeGauge(descriptor: Families.processStart)
+        openFDs = r.makeGauge(descriptor: Families.processOpenFDs)
+        maxFDs = r.makeGauge(descriptor: Families.processMaxFDs)
+    }
+
+    // MARK: DaemonObserver (the daemon's loop and the probes' event loops)
+
+    public func started() {
+        seen.withLockedValue { $0.started = true }
+    }
+
+    public func loopAlive(at now: ContinuousClock.Instant) {
+        seen.withLockedValue { $0.lastLoop = now }
+    }
+
+    public func published(_ status: StatusFile.Document) {
+        seen.withLockedValue { $0.status = status }
+    }
+
+    public func probed(_ id: String, _ result: ProbeResult, took: Duration) {
+        backends.withLockedValue { $0[id] }?.record(result, took: took)
+    }
+
+    public func transition(_ id: String, _ transition: HealthTracker.Transition) {
+        backends.withLockedValue { $0[id] }?.record(transition)
+    }
+
+    public func applied(took: Duration, messages: Int?) {
+        applyDuration.record(took)
+        if let messages {
+            netlinkMessages.increment(by: Int64(messages))
+        } else {
+            netlinkErrors.increment()
+        }
+    }
+
+    public func netlinkFailed() {
+        netlinkErrors.increment()
+    }
+
+    public func reloaded(ok: Bool) {
+        (ok ? reloadSuccess : reloadFailure).increment()
+        lastReloadOK.set(to: ok ? 1 : 0)
+        if ok { lastReloadTime.set(to: Date().timeIntervalSince1970) }
+    }
+
+    // MARK: health endpoints (any thread: they read what was kept)
+
+    public func liveness(now: ContinuousClock.Instant = .now) -> HealthVerdict {
+        let s = seen.withLockedValue { $0 }
+        return HealthVerdict.live(lastLoop: s.lastLoop, now: now, status: s.status, wallNow: Date().timeIntervalSince1970)
+    }
+
+    public func readiness() -> HealthVerdict {
+        let s = seen.withLockedValue { $0 }
+        return HealthVerdict.ready(started: s.started, status: s.status)
+    }
+
+    // MARK: the queue
+
+    /// The Prometheus text as of now. Call it on `queue` (the server does); blocking reads of the kernel
+    /// and /proc happen here.
+    public func render() -> [UInt8] {
+        dispatchPrecondition(condition: .onQueue(queue))
+        let status = syncSeries()
+        if let status {
+            let wall = Date().timeIntervalSince1970
+            let series = backends.withLockedValue { $0 }
+            for pool in status.pools {
+                for b in pool.backends {
+                    guard let s = series[BackendRef(pool: pool.name, endpoint: b.endpoint).description] else { continue }
+                    s.timeInState.set(to: b.sinceTime.map { max(0, wall - $0) } ?? 0)
+                    s.registerPending(in: registry)
+                }
+            }
+            if readKernel { readCounters(status, series) }
+        }
+        if let p = ProcessStats.read() {
+            cpu.reset()
+            cpu.increment(by: p.cpuSeconds)
+            resident.set(to: p.residentBytes)
+            virtual.set(to: p.virtualBytes)
+            if let start = p.startTime { startTime.set(to: start) }
+            openFDs.set(to: p.openFDs)
+            maxFDs.set(to: p.maxFDs)
+        }
+        var out: [UInt8] = []
+        registry.emit(into: &out)
+        return out
+    }
+
+    /// Brings the series in line with the newest document: registers new backends and pools,
+    /// unregisters gone ones, sets the gauges. On the queue.
+    @discardableResult
+    func syncSeries() -> StatusFile.Document? {
+        guard let status = seen.withLockedValue({ $0.status }) else { return nil }
+        inSync.set(to: status.kernel.inSync ? 1 : 0)
+        let before = repairsSeen.withLockedValue { r in
+            defer { r = status.kernel.repairs }
+            return r
+        }
+        if status.kernel.repairs > before { repairs.increment(by: Int64(status.kernel.repairs - before)) }
+
+        var current = backends.withLockedValue { $0 }
+        var wanted = Set<String>()
+        for pool in status.pools {
+            for b in pool.backends {
+                let id = BackendRef(pool: pool.name, endpoint: b.endpoint).description
+                wanted.insert(id)
+                let s = current[id] ?? BackendSeries(pool: pool.name, endpoint: b.endpoint, registry: registry)
+                current[id] = s
+                s.set(b)
+            }
+        }
+        let gone = current.filter { !wanted.contains($0.key) }
+        for (id, s) in gone {
+            current[id] = nil
+            s.unregister(from: registry)
+        }
+        let next = current
+        backends.withLockedValue { $0 = next }
+
+        pools.withLockedValue { pools in
+            let names = Set(status.pools.map(\.name))
+            for (name, s) in pools where !names.contains(name) {
+                s.unregister(from: registry)
+                pools[name] = nil
+            }
+            for pool in status.pools {
+                let s = pools[pool.name] ?? PoolSeries(pool: pool.name, registry: registry)
+                pools[pool.name] = s
+                s.set(pool)
+            }
+        }
+        return status
+    }
+
+    /// The kernel's per-backend and per-pool counters, read now in the process's namespace. A failed
+    /// read leaves the last values (and counts a netlink error).
+    private func readCounters(_ status: StatusFile.Document, _ series: [String: BackendSeries]) {
+        do {
+            let kernel = try NetfilterKernel()
+            var byEndpoint: [String: NetfilterKernel.Counter] = [:]
+            for (element, c) in (try kernel.counters(of: status.table, sets: BackendCounterSets.sets) ?? [:]).values.joined() {
+                guard let endpoint = BackendCounterSets.endpoint(of: element.key) else { continue }
+                byEndpoint[endpoint, default: .init(packets: 0, bytes: 0)].packets += c.packets
+                byEndpoint[endpoint, default: .init(packets: 0, bytes: 0)].bytes += c.bytes
+            }
+            let chains = try kernel.chainCounters(of: status.table) ?? [:]
+            for pool in status.pools {
+                for b in pool.backends {
+                    guard let s = series[BackendRef(pool: pool.name, endpoint: b.endpoint).description] else { continue }
+                    let c = byEndpoint[b.endpoint] ?? .init(packets: 0, bytes: 0)
+                    Self.set(s.forwardedPackets, c.packets)
+                    Self.set(s.forwardedBytes, c.bytes)
+                }
+                if let s = pools.withLockedValue({ $0[pool.name] }) {
+                    Self.set(s.newConnections, chains["pool-\(pool.name)"]?.packets ?? 0)
+                }
+            }
+        } catch {
+            netlinkErrors.increment()
+        }
+    }
+
+    /// A counter whose value the kernel keeps: set, not added to (a recreated table starts again at 0,
+    /// which Prometheus reads as a counter reset).
+    private static func set(_ counter: Counter, _ value: UInt64) {
+        counter.reset()
+        counter.increment(by: Int64(clamping: value))
+    }
+}

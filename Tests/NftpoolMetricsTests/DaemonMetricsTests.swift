@@ -1,0 +1,163 @@
+import Daemon
+import Foundation
+@testable import NftpoolMetrics
+@testable import Probes
+import Testing
+
+/// The families DaemonMetrics renders from what the daemon tells it, without a kernel: the status
+/// document, probe results, transitions, transactions, reloads.
+@Suite struct DaemonMetricsTests {
+    /// A status document as the daemon writes it: `pools` × `backends` each, backend i of pool p at
+    /// 10.p.(i/250).(i%250+1):80; `down` lists "pool/endpoint" ids failing their checks.
+    static func status(pools: Int = 1, backends: Int = 3, down: Set<String> = [], states: [String: String] = [:], inSync: Bool = true) throws -> StatusFile.Document {
+        let now = Date().timeIntervalSince1970
+        var poolList: [[String: Any]] = []
+        for p in 0..<pools {
+            let name = "pool\(p)"
+            var list: [[String: Any]] = []
+            for i in 0..<backends {
+                let endpoint = "10.\(p % 250).\(i / 250).\(i % 250 + 1):80"
+                let id = "\(name)/\(endpoint)"
+                let state = states[id] ?? "enabled"
+                let isDown = down.contains(id)
+                list.append([
+                    "endpoint": endpoint, "state": state, "weight": 1 + i % 3, "health": isDown ? "down" : "up",
+                    "reason": isDown ? "tcp: connection refused" : "tcp: connected", "sinceTime": now - 42,
+                    "slots": isDown || state != "enabled" ? 0 : 10,
+                ])
+            }
+            poolList.append(["name": name, "slots": 10 * backends, "backends": list])
+        }
+        let doc: [String: Any] = [
+            "table": "t", "pid": 1, "spec": "/x.yaml", "updated": now,
+            "kernel": ["inSync": inSync, "refusedAttempts": inSync ? 0 : 3, "repairs": 2, "error": inSync ? NSNull() : "EPERM"],
+            "pools": poolList,
+        ]
+        return try JSONDecoder().decode(StatusFile.Document.self, from: JSONSerialization.data(withJSONObject: doc))
+    }
+
+    static func text(_ m: DaemonMetrics) -> String {
+        String(decoding: m.queue.sync { m.render() }, as: UTF8.self)
+    }
+
+    /// The value of the one sample whose line starts with `series` (name and labels as rendered).
+    static func value(_ text: String, _ series: String) -> Double? {
+        for line in text.split(separator: "\n") where line.hasPrefix(series + " ") {
+            return Double(line.dropFirst(series.count + 1))
+        }
+        return nil
+    }
+
+    @Test func rendersEveryBackendAndPoolFamilyFromTheStatus() throws {
+        let m = DaemonMetrics(version: "9.9.9", readKernel: false)
+        m.published(try Self.status(down: ["pool0/10.0.0.2:80"], states: ["pool0/10.0.0.3:80": "drain"]))
+        let t = Self.text(m)
+        let b = #"{pool="pool0",backend="10.0.0.1:80"}"#
+        #expect(Self.value(t, "nftpool_backend_up" + b) == 1)
+        #expect(Self.value(t, #"nftpool_backend_up{pool="pool0",backend="10.0.0.2:80"}"#) == 0)
+        #expect(Self.value(t, #"nftpool_backend_admin_state{pool="pool0",backend="10.0.0.3:80",state="drain"}"#) == 1)
+        #expect(Self.value(t, #"nftpool_backend_admin_state{pool="pool0",backend="10.0.0.3:80",state="enabled"}"#) == 0)
+        #expect(Self.value(t, "nftpool_backend_weight" + b) == 1)
+        #expect(Self.value(t, "nftpool_backend_slots" + b) == 10)
+        let inState = try #require(Self.value(t, "nftpool_backend_time_in_state_seconds" + b))
+        #expect(inState >= 42 && inState < 60)
+        #expect(Self.value(t, #"nftpool_pool_backends{pool="pool0",state="serving"}"#) == 1)
+        #expect(Self.value(t, #"nftpool_pool_backends{pool="pool0",state="down"}"#) == 1)
+        #expect(Self.value(t, #"nftpool_pool_backends{pool="pool0",state="drain"}"#) == 1)
+        #expect(Self.value(t, #"nftpool_pool_backends{pool="pool0",state="disabled"}"#) == 0)
+        #expect(Self.value(t, #"nftpool_build_info{version="9.9.9"}"#) == 1)
+        #expect(Self.value(t, "nftpool_kernel_in_sync") == 1)
+        #expect(Self.value(t, "nftpool_foreign_changes_repaired_total") == 2)
+        #expect((Self.value(t, "process_resident_memory_bytes") ?? 0) > 1_000_000)
+        #expect((Self.value(t, "process_open_fds") ?? 0) >= 3)
+        // Every family has help text.
+        let families = Set(t.split(separator: "\n").filter { $0.hasPrefix("# TYPE ") }.map { $0.split(separator: " ")[2] })
+        let helped = Set(t.split(separator: "\n").filter { $0.hasPrefix("# HELP ") }.map { $0.split(separator: " ")[2] })
+        #expect(families.count >= 25 && families == helped, "\(families.symmetricDifference(helped))")
+    }
+
+    @Test func countsProbesByOutcomeTransitionsTransactionsAndReloads() throws {
+        let m = DaemonMetrics(version: "1", readKernel: false)
+        m.published(try Self.status())
+        _ = Self.text(m)  // the series exist from the first update on
+        let id = "pool0/10.0.0.1:80", b = #"{pool="pool0",backend="10.0.0.1:80""#
+        m.probed(id, .success("tcp: connected"), took: .milliseconds(3))
+        m.probed(id, .success("tcp: connected"), took: .milliseconds(30))
+        m.probed(id, .failure("tcp: connection refused", .refused), took: .microseconds(200))
+        m.probed(id, .failure("timeout after 200ms", .timeout), took: .milliseconds(200))
+        m.transition(id, HealthTracker.Transition(from: .up, to: .down, reason: "timeout", after: .seconds(5)))
+        m.applied(took: .milliseconds(2), messages: 4)
+        m.applied(took: .milliseconds(1), messages: nil)
+        m.netlinkFailed()
+        m.reloaded(ok: true)
+        m.reloaded(ok: false)
+        let t = Self.text(m)
+        #expect(Self.value(t, "nftpool_backend_checks_total" + b + #",outcome="success"}"#) == 2)
+        #expect(Self.value(t, "nftpool_backend_checks_total" + b + #",outcome="refused"}"#) == 1)
+        #expect(Self.value(t, "nftpool_backend_checks_total" + b + #",outcome="timeout"}"#) == 1)
+        #expect(Self.value(t, "nftpool_backend_check_duration_seconds_count" + b + "}") == 4)
+        #expect(Self.value(t, "nftpool_backend_check_duration_seconds_bucket" + b + #",le="0.005"}"#) == 2)
+        #expect(Self.value(t, "nftpool_backend_check_duration_seconds_bucket" + b + #",le="0.05"}"#) == 3)
+        #expect(Self.value(t, "nftpool_backend_transitions_total" + b + #",to="down"}"#) == 1)
+        #expect(Self.value(t, "nftpool_backend_transitions_total" + b + #",to="up"}"#) == 0)
+        #expect(Self.value(t, "nftpool_apply_duration_seconds_count") == 2)
+        #expect(Self.value(t, "nftpool_netlink_messages_total") == 4)
+        #expect(Self.value(t, "nftpool_netlink_errors_total") == 2)
+        #expect(Self.value(t, #"nftpool_config_reloads_total{result="success"}"#) == 1)
+        #expect(Self.value(t, #"nftpool_config_reloads_total{result="failure"}"#) == 1)
+        #expect(Self.value(t, "nftpool_config_last_reload_successful") == 0)
+    }
+
+    @Test func aBackendGoneFromTheSpecLeavesTheScrape() throws {
+        let m = DaemonMetrics(version: "1", readKernel: false)
+        m.published(try Self.status(backends: 3))
+        #expect(Self.text(m).contains(#"backend="10.0.0.3:80""#))
+        m.published(try Self.status(backends: 2))
+        let t = Self.text(m)
+        #expect(!t.contains(#"backend="10.0.0.3:80""#))
+        #expect(Self.value(t, #"nftpool_backend_up{pool="pool0",backend="10.0.0.2:80"}"#) == 1)
+    }
+
+    @Test func healthAndReadiness() throws {
+        let m = DaemonMetrics(version: "1", readKernel: false)
+        #expect(!m.liveness().ok && !m.readiness().ok)
+        let t0 = ContinuousClock.now
+        m.loopAlive(at: t0)
+        m.published(try Self.status())
+        #expect(m.liveness(now: t0 + .seconds(1)).ok)
+        #expect(!m.readiness().ok, "not before the first apply")
+        m.started()
+        #expect(m.readiness() == HealthVerdict(ok: true, text: "ok"))
+        let stalled = m.liveness(now: t0 + .seconds(11))
+        #expect(!stalled.ok && stalled.text.contains("handled nothing for 11s"), "\(stalled)")
+
+        m.published(try Self.status(down: ["pool0/10.0.0.1:80", "pool0/10.0.0.2:80"], states: ["pool0/10.0.0.3:80": "drain"]))
+        #expect(m.readiness() == HealthVerdict(ok: false, text: "pool pool0 has no serving backend"))
+        m.published(try Self.status(inSync: false))
+        #expect(m.readiness() == HealthVerdict(ok: false, text: "table inet t does not hold what the daemon wants: EPERM"))
+    }
+
+    /// The scrape at 1,000 backends (and 10,000 with NFTPOOL_SCRAPE_10K=1: its first scrape takes most
+    /// of a minute, see DaemonMetrics): registering the series (first scrape) and a steady scrape,
+    /// timed; both run on the metrics queue, never on the daemon's loop.
+    @Test(arguments: ProcessInfo.processInfo.environment["NFTPOOL_SCRAPE_10K"] == "1" ? [1_000, 10_000] : [1_000])
+    func scrapeTimeAndSize(backends: Int) throws {
+        let m = DaemonMetrics(version: "1", readKernel: false)
+        let doc = try Self.status(pools: backends / 10, backends: 10)
+        let publishStart = ContinuousClock.now
+        m.published(doc)
+        let publish = publishStart.duration(to: .now)
+        let firstStart = ContinuousClock.now
+        _ = Self.text(m)
+        let first = firstStart.duration(to: .now)
+        for i in 0..<backends { m.probed("pool\(i / 10)/\(doc.pools[i / 10].backends[i % 10].endpoint)", .success("ok"), took: .milliseconds(2)) }
+        _ = Self.text(m)
+        let steadyStart = ContinuousClock.now
+        let t = Self.text(m)
+        let steady = steadyStart.duration(to: .now)
+        print("figure: metrics at \(backends) backends: publish \(publish) on the daemon's loop, first scrape (registering) \(first), steady scrape \(steady), \(t.utf8.count) bytes, \(t.split(separator: "\n").count) lines")
+        #expect(publish < .milliseconds(5))
+        #expect(steady < .seconds(backends / 1000))
+        #expect(t.contains(#"nftpool_backend_checks_total{pool="pool0",backend="10.0.0.1:80",outcome="success"} 1"#))
+    }
+}
