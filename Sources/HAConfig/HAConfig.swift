@@ -168,10 +168,10 @@ public enum HAConfig {
             }
 
             # Written by nftpool: 0 ready; -253 not resynced yet (priority 1: takes the VIPs only when no peer
-            # is there, so a returning node preempts only after conntrackd's resync); 253 a master holding the
-            # VIPs (priority 254) while a higher-priority peer is gone or not resynced, so that peer cannot
-            # take them back with connections missing (a hung master resuming, say); -254 FAULT (table not
-            # loaded, daemon stopping, yieldWhenAllDown). keepalived creates it holding -254.
+            # is there, so a returning node preempts only after it holds the master's connections); above 0 a
+            # master holding the VIPs one priority above a peer that could preempt it while that peer is gone
+            # or not resynced (a hung master resuming, say); -254 FAULT (table not loaded, daemon stopping,
+            # yieldWhenAllDown). keepalived creates it holding -254. docs/ha.md: the resync gate.
             track_file nftpool_ready {
                 file "\(paths.trackFile)"
                 weight 1

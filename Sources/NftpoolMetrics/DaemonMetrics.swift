@@ -30,6 +30,8 @@ public final class DaemonMetrics: DaemonObserver {
     private let backends = NIOLockedValueBox<[String: BackendSeries]>([:])
     /// Touched on the queue only (boxed to stay Sendable).
     private let pools = NIOLockedValueBox<[String: PoolSeries]>([:])
+    /// With `ha`: made at the first document that has an ha section.
+    private let ha = NIOLockedValueBox<HASeries?>(nil)
     private let repairsSeen = NIOLockedValueBox(0)
     let queue = DispatchQueue(label: "nftpool-metrics")
     /// Reads the counters in the daemon's namespace (the process is in it); nil in tests without a kernel.
@@ -174,6 +176,14 @@ public final class DaemonMetrics: DaemonObserver {
             return r
         }
         if status.kernel.repairs > before { repairs.increment(by: Int64(status.kernel.repairs - before)) }
+
+        if let state = status.ha {
+            let series = ha.withLockedValue { h in
+                if h == nil { h = HASeries(registry: registry) }
+                return h!
+            }
+            series.set(state, registry: registry)
+        }
 
         var current = backends.withLockedValue { $0 }
         var wanted = Set<String>()

@@ -79,6 +79,26 @@ enum Families {
     static var lastReloadSuccessTime: MetricNameDescriptor {
         d("config", "last_reload_success_timestamp", "seconds", "Unix time of the last spec that was taken, at start or on reload.")
     }
+    // With a spec's `ha` section (docs/ha.md).
+    static var haRole: MetricNameDescriptor {
+        d("ha", "role", "", "This node's VRRP role as keepalived last announced it, one-hot over role=MASTER|BACKUP|FAULT|STOP|UNKNOWN.")
+    }
+    static var haTrack: MetricNameDescriptor {
+        d("ha", "track_value", "", "What the daemon last wrote to keepalived's track file: 0 ready, -253 not resynced, -254 fault, above 0 holding the VIPs.")
+    }
+    static var haResynced: MetricNameDescriptor {
+        d("ha", "resynced", "", "1 when this node's conntrack state is complete (it may take the VIPs back), 0 while it resyncs.")
+    }
+    static var haPeerUp: MetricNameDescriptor {
+        d("ha", "peer_up", "", "1 while the peer's daemon is heard on the sync link, 0 once its beats stopped, by peer.")
+    }
+    static var haPeerResynced: MetricNameDescriptor {
+        d("ha", "peer_resynced", "", "1 when the peer reports its conntrack state complete, by peer.")
+    }
+    static var haPeerSameTable: MetricNameDescriptor {
+        d("ha", "peer_same_table", "", "1 when the peer wants the same table as this node (digest of the whole table), by peer.")
+    }
+
     static var buildInfo: MetricNameDescriptor { d(nil, "build", "info", "Always 1; the version in a label.") }
 
     // The process, under the names every Prometheus client library uses.

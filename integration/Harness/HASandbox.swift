@@ -19,6 +19,11 @@ public final class HASandbox {
     public struct Options: Sendable {
         /// Start conntrackd on the nodes (false: the no-sync baseline).
         public var conntrackd = true
+        /// What balances on each node: nftpool (its table), or the baseline HAProxy (tcp mode, binding the
+        /// VIP) under the same keepalived settings without nftpool's track file and check, and without
+        /// conntrackd (a proxy's sockets cannot move).
+        public var engine = Engine.nftpool
+        public enum Engine: Sendable { case nftpool, haproxy }
         public var scheduler = "round-robin"
         public init() {}
     }
@@ -62,8 +67,9 @@ public final class HASandbox {
 
     public init(_ label: String, _ options: Options = Options()) throws {
         try ScratchNamespace.requireKernelTools()
-        for tool in ["/usr/sbin/keepalived", "/usr/sbin/conntrackd"] where !FileManager.default.isExecutableFile(atPath: tool) {
-            throw KernelTestError("the HA tests need \(tool) (apt-get install keepalived conntrackd)")
+        for tool in ["/usr/sbin/keepalived", "/usr/sbin/conntrackd"] + (options.engine == .haproxy ? ["/usr/sbin/haproxy"] : [])
+        where !FileManager.default.isExecutableFile(atPath: tool) {
+            throw KernelTestError("the HA tests need \(tool) (apt-get install keepalived conntrackd haproxy)")
         }
         Sandbox.sweepLeftovers()
         let tag = Sandbox.nextTag()
@@ -271,6 +277,7 @@ public final class HASandbox {
     /// to keepalived, conntrackd (unless the baseline leaves it out), keepalived.
     public func startNode(_ i: Int) throws {
         starts[i] += 1
+        if options.engine == .haproxy { return try startHAProxyNode(i) }
         var args = ["run", "--netns", nodes[i].namespace, "--status-file", statusFile(i)]
         if Self.daemonSpeaksHA { args += ["--node", nodes[i].name, "--runtime-dir", runDir] }
         let daemon = try spawn(Repo.nftpool, args + [specFile.path], log: newLog(i, "nftpool"))
@@ -284,8 +291,55 @@ public final class HASandbox {
         try startKeepalived(i)
     }
 
+    /// The HAProxy baseline's node: haproxy in the foreground (binding the VIP before holding it needs
+    /// ip_nonlocal_bind), then keepalived with ha-config's file stripped of what only nftpool answers.
+    /// HAProxy connects from the node's own backend-side address: a proxy's connections cannot move, so
+    /// a floating source buys nothing, and with one the backup's health checks fail (measured: servers
+    /// down on the backup, a 1.7-1.9 s blackout at takeover while they rise again).
+    private func startHAProxyNode(_ i: Int) throws {
+        let ns = nodes[i].namespace
+        let r = try exec(ns, "sysctl", ["-qw", "net.ipv4.ip_nonlocal_bind=1"])
+        guard r.status == 0 else { throw KernelTestError("sysctl in \(ns): \(r.err)") }
+        var cfg = """
+            global
+                maxconn 4000
+            defaults
+                mode tcp
+                timeout connect 1s
+                timeout client 60s
+                timeout server 60s
+            frontend api
+                bind \(Self.vip):\(Self.port)
+                default_backend api
+            backend api
+                balance roundrobin
+
+            """
+        for b in backends.indices { cfg += "    server b\(b) \(Self.backendAddress(b)):\(Self.port) check inter 1s fall 2 rise 2\n" }
+        let cfgPath = "\(configDir(i))/haproxy.cfg"
+        try cfg.write(toFile: cfgPath, atomically: true, encoding: .utf8)
+        let haproxy = try spawn(URL(fileURLWithPath: "/usr/sbin/ip"), ["netns", "exec", ns, "haproxy", "-db", "-f", cfgPath], log: newLog(i, "haproxy"))
+        engines[i].append(haproxy)
+        try startKeepalived(i)
+    }
+
+    /// ha-config's keepalived.conf without the track file, the nftpool check, the notify script and fifo.
+    private func haproxyKeepalivedConf(_ i: Int) throws -> String {
+        var conf = try String(contentsOfFile: "\(configDir(i))/keepalived.conf", encoding: .utf8)
+        for block in [#"\n    track_file \{[^}]*\}"#, #"\n    track_script \{[^}]*\}"#, #"\n    notify "[^"\n]*""#, #"\n    notify_fifo [^\n]*"#] {
+            conf = conf.replacingOccurrences(of: block, with: "", options: .regularExpression)
+        }
+        let confPath = "\(configDir(i))/keepalived-haproxy.conf"
+        try conf.write(toFile: confPath, atomically: true, encoding: .utf8)
+        return confPath
+    }
+
     private func startKeepalived(_ i: Int) throws {
-        let a = keepalivedArguments(i)
+        var a = keepalivedArguments(i)
+        if options.engine == .haproxy {
+            let conf = try haproxyKeepalivedConf(i)
+            a = a.map { $0.hasSuffix("/keepalived.conf") ? conf : $0 }
+        }
         let p = try spawn(URL(fileURLWithPath: "/usr/sbin/ip"), ["netns", "exec", nodes[i].namespace] + a, log: newLog(i, "keepalived"))
         keepalived[i] = p
         engines[i].append(p)
@@ -347,6 +401,38 @@ public final class HASandbox {
         return ha["role"] as? String
     }
 
+    /// Node i's published `ha` section (its status file), as JSON.
+    public func publishedHA(_ i: Int) -> [String: Any]? {
+        guard let data = try? Data(contentsOf: URL(fileURLWithPath: statusFile(i))),
+            let doc = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else { return nil }
+        return doc["ha"] as? [String: Any]
+    }
+
+    /// Node i's view of its one peer: (role, resynced, sameTable, lost), from its status file.
+    public func publishedPeer(_ i: Int) -> (role: String, resynced: Bool, sameTable: Bool, lost: Bool)? {
+        guard let peer = (publishedHA(i)?["peers"] as? [[String: Any]])?.first else { return nil }
+        return (peer["role"] as? String ?? "", peer["resynced"] as? Bool ?? false, peer["sameTable"] as? Bool ?? false, peer["lost"] as? Bool ?? true)
+    }
+
+    /// Kills backend i's echo server (its namespace and address stay): probes see it refuse.
+    public func stopBackend(_ i: Int) {
+        guard servers[i].isRunning else { return }
+        servers[i].terminate()
+        servers[i].waitUntilExit()
+    }
+
+    /// Rewrites the spec every node reads and sends SIGHUP to every running daemon.
+    public func reload(spec text: String) throws {
+        try text.write(to: specFile, atomically: true, encoding: .utf8)
+        for d in daemons.compactMap({ $0 }) where d.isRunning { kill(d.processIdentifier, SIGHUP) }
+    }
+
+    /// Node i's Prometheus text from its daemon's default metrics address, inside its namespace.
+    public func scrape(_ i: Int) -> String {
+        (try? exec(nodes[i].namespace, "curl", ["-s", "--max-time", "5", "http://127.0.0.1:9742/metrics"]).out) ?? ""
+    }
+
     /// Node i's published health per backend endpoint.
     public func health(_ i: Int) -> [String: String] {
         guard let data = try? Data(contentsOf: URL(fileURLWithPath: statusFile(i))),
@@ -382,7 +468,7 @@ public final class HASandbox {
 
     /// Every engine log of node i since its last start, for failure messages (tails).
     public func logs(_ i: Int) -> String {
-        ["nftpool", "conntrackd", "keepalived"].map { e in
+        (options.engine == .haproxy ? ["haproxy", "keepalived"] : ["nftpool", "conntrackd", "keepalived"]).map { e in
             let t = logText(i, e)
             return "--- \(nodes[i].name) \(e) (start \(starts[i])):\n" + String(t.suffix(3000))
         }.joined(separator: "\n")
