@@ -511,6 +511,19 @@ public final class HASandbox {
         return nil
     }
 
+    /// Waits until every node whose daemon runs has written 0 to its track file (HAGate: ready, nothing
+    /// pending, no hold) and the VIP is on one node; true if that happened within `timeout`. The HAProxy
+    /// baseline has no daemon: true at once.
+    @discardableResult
+    public func waitForSettledGate(timeout: Double) -> Bool {
+        guard options.engine == .nftpool else { return true }
+        return waitUntil(timeout: timeout) {
+            nodes.indices.allSatisfy { i in
+                !daemonRunning(i) || (try? String(contentsOfFile: trackFile(i), encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) == "0"
+            } && nodes.indices.filter { holdsVIP($0) }.count == 1
+        } != nil
+    }
+
     /// Polls `condition` every 20 ms for up to `timeout` seconds; the wall-clock time it first held, or nil.
     public func waitUntil(timeout: Double, _ condition: () -> Bool) -> Double? {
         let end = Date().addingTimeInterval(timeout)

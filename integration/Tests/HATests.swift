@@ -46,6 +46,9 @@ import Testing
     /// `master`: the node the fault is applied to when the caller knows it (no wait for a single master:
     /// a hung node still has the VIP configured).
     func trial(_ sb: HASandbox, master known: Int? = nil, duration: Double = 5.5, _ fault: (Int) throws -> Double) throws -> Trial {
+        // A node that came back resyncs and then fails back: start only once every node's daemon says 0
+        // (no hold, nothing pending), or the fault may hit a master about to hand over.
+        if known == nil { _ = sb.waitForSettledGate(timeout: 15) }
         guard let master = known ?? sb.waitForSingleMaster(timeout: 15) else {
             throw TrialError("no single master within 15 s\n\(sb.logs(0))\n\(sb.logs(1))")
         }
