@@ -152,19 +152,26 @@ public struct HAGate: Sendable {
         let sample = (master.beat.sample ?? []).compactMap { UInt64($0, radix: 16) }
         let missing = sample.filter { !local.contains($0) && !other.contains($0) }.count
         let slack = max(2, theirs / 100)
+        // One match per master beat: each beat carries the next slice, and every slice must pass.
+        let slices = max(1, master.beat.slices ?? 1)
         if missing == 0 && local.count + other.count + slack >= theirs {
-            if matches + 1 >= 2 {
-                resync = .done
-                progress = nil
-                return ["ha: resynced: \(local.count) established connections here (\(other.count) in other states), \(theirs) on master \(master.beat.node), all \(sample.count) sampled present (after: \(why))"]
+            if master.beat.seq != lastMatchedSeq {
+                lastMatchedSeq = master.beat.seq
+                if matches + 1 >= max(2, slices) {
+                    resync = .done
+                    progress = nil
+                    return ["ha: resynced: \(local.count) established connections here (\(other.count) in other states), \(theirs) on master \(master.beat.node), every one of its \(slices) slice\(slices == 1 ? "" : "s") present (after: \(why))"]
+                }
+                resync = .pending(since: since, why: why, matches: matches + 1)
             }
-            resync = .pending(since: since, why: why, matches: matches + 1)
         } else if matches > 0 {
             resync = .pending(since: since, why: why, matches: 0)
         }
-        progress = "\(local.count) established connections here (\(other.count) in other states), \(theirs) on master \(master.beat.node), \(missing) of its \(sample.count) sampled missing"
+        progress = "\(local.count) established connections here (\(other.count) in other states), \(theirs) on master \(master.beat.node), \(missing) of its \(sample.count) in slice \((master.beat.slice ?? 0) + 1) of \(slices) missing"
         return []
     }
+
+    private var lastMatchedSeq: UInt64?
 
     /// The last comparison while pending, for status and logs.
     public private(set) var progress: String?
@@ -199,9 +206,17 @@ public struct HAGate: Sendable {
 
     /// This node's beat.
     public func beat(flows: [UInt64]?, tableDigest: String, seq: UInt64) -> HAPeerBeat {
-        HAPeerBeat(
-            table: table, node: node.name, role: role, priority: priority, resynced: isResynced, flows: flows?.count,
-            sample: flows.map { Array($0.shuffled().prefix(HAPeerBeat.sampleSize)).map { String($0, radix: 16) } },
-            tableDigest: tableDigest, seq: seq)
+        guard let flows else {
+            return HAPeerBeat(
+                table: table, node: node.name, role: role, priority: priority, resynced: isResynced, flows: nil,
+                tableDigest: tableDigest, seq: seq)
+        }
+        let sorted = flows.sorted()
+        let slices = max(1, (sorted.count + HAPeerBeat.sampleSize - 1) / HAPeerBeat.sampleSize)
+        let slice = Int(seq % UInt64(slices))
+        let part = sorted.dropFirst(slice * HAPeerBeat.sampleSize).prefix(HAPeerBeat.sampleSize)
+        return HAPeerBeat(
+            table: table, node: node.name, role: role, priority: priority, resynced: isResynced, flows: flows.count,
+            sample: part.map { String($0, radix: 16) }, slice: slice, slices: slices, tableDigest: tableDigest, seq: seq)
     }
 }

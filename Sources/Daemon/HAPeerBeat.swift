@@ -5,7 +5,10 @@ import Foundation
 /// here is authenticated, and nothing in it can make a node take the VIPs, only hold them back.
 public struct HAPeerBeat: Codable, Equatable, Sendable {
     public static let version = 1
-    public static let sampleSize = 64
+    /// Digests per beat: 2,500 × 19 bytes of JSON ≈ 48 KB, one UDP datagram on the sync link. Up to that
+    /// many connections every beat carries all of them; beyond, successive beats carry successive slices.
+    public static let sampleSize = 2500
+    public static let maxBytes = 65_000
 
     public var v = HAPeerBeat.version
     public var table: String
@@ -19,10 +22,14 @@ public struct HAPeerBeat: Codable, Equatable, Sendable {
     /// Established TCP connections through the frontends in its kernel, when it counted them (a master
     /// counts while a peer resyncs; a resyncing node compares its own count with the master's).
     public var flows: Int?
-    /// With `flows`: up to `sampleSize` of those connections, picked at random each beat, as hex digests
-    /// of their original tuple (NetfilterKernel.establishedConnections). A resyncing node must hold every
-    /// one: a count alone is fooled by stale entries of connections that ended while it was stopped.
+    /// With `flows`: slice `slice` of `slices` of those connections (sorted by digest, `sampleSize` per
+    /// slice), as hex digests of their original tuple (NetfilterKernel.connectionDigests). A resyncing node
+    /// must hold every one of every slice: a count alone is fooled by stale entries of connections that
+    /// ended while it was stopped, and a random sample missed a single absent connection (1 of 50 lost at
+    /// failback in one CI trial).
     public var sample: [String]?
+    public var slice: Int?
+    public var slices: Int?
     /// A digest of the table it wants in its kernel: equal on every node whose probes agree.
     public var table_digest: String
     /// Increases with every beat of one daemon's life; a restart starts again at 0.
@@ -30,9 +37,11 @@ public struct HAPeerBeat: Codable, Equatable, Sendable {
 
     public init(
         table: String, node: String, role: String, priority: Int, resynced: Bool, flows: Int?, sample: [String]? = nil,
-        tableDigest: String, seq: UInt64
+        slice: Int? = nil, slices: Int? = nil, tableDigest: String, seq: UInt64
     ) {
         self.sample = sample
+        self.slice = slice
+        self.slices = slices
         self.table = table
         self.node = node
         self.role = role
@@ -51,7 +60,7 @@ public struct HAPeerBeat: Codable, Equatable, Sendable {
 
     /// nil for anything that is not a beat of this version (a stray datagram, another tool on the port).
     public static func decode(_ bytes: [UInt8]) -> HAPeerBeat? {
-        guard bytes.count <= 4096, let beat = try? JSONDecoder().decode(HAPeerBeat.self, from: Data(bytes)),
+        guard bytes.count <= maxBytes, let beat = try? JSONDecoder().decode(HAPeerBeat.self, from: Data(bytes)),
             beat.v == version, beat.node.count <= 64, beat.table.count <= 64, (beat.sample?.count ?? 0) <= sampleSize
         else { return nil }
         return beat

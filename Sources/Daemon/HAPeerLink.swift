@@ -53,7 +53,7 @@ final class HAPeerLink: Sendable {
         let fd = self.fd
         let senders = Set(peers.map(\.syncAddress))
         Thread {
-            var buffer = [UInt8](repeating: 0, count: 4096)
+            var buffer = [UInt8](repeating: 0, count: 65_536)
             var from = sockaddr_storage()
             while true {
                 var len = socklen_t(MemoryLayout<sockaddr_storage>.size)

@@ -6,7 +6,7 @@ import Testing
 
 /// HAGate's track-file decisions: no root, no keepalived, time moved by the test. The failures it guards
 /// against are the ones HATests measures for real (hung master resuming, failback, split brain).
-struct HAGateTests {
+final class HAGateTests {
     static let ha: HA = {
         let text = """
             table: t
@@ -34,12 +34,15 @@ struct HAGateTests {
         HAGate(table: "t", ha: Self.ha, node: Self.ha.nodes.first { $0.name == name }!, now: t0)
     }
 
-    /// A master's beat counts `flows` connections, digests 1...flows, and samples the first 64 of them.
+    /// A master's beat counts `flows` connections, digests 1...flows, and carries them all (one slice).
+    /// Each beat has a new sequence number.
     func beat(_ node: String, role: String, priority: Int, resynced: Bool = true, flows: Int? = nil) -> HAPeerBeat {
-        HAPeerBeat(
+        seq += 1
+        return HAPeerBeat(
             table: "t", node: node, role: role, priority: priority, resynced: resynced, flows: flows,
-            sample: flows.map { n in (0..<min(n, 64)).map { String(UInt64($0 + 1), radix: 16) } }, tableDigest: "d", seq: 1)
+            sample: flows.map { n in (0..<n).map { String(UInt64($0 + 1), radix: 16) } }, slice: 0, slices: 1, tableDigest: "d", seq: seq)
     }
+    var seq: UInt64 = 0
 
     /// A node's own connections: digests lo...hi.
     func local(_ lo: Int, _ hi: Int) -> Set<UInt64> { hi < lo ? [] : Set((lo...hi).map(UInt64.init)) }
@@ -125,10 +128,40 @@ struct HAGateTests {
         }
         let d = a.decide(now: at(3000), ready: true, yields: false).0
         #expect(d.track == -253)
-        #expect(d.reason.contains("50 of its 50 sampled missing"), "\(d.reason)")
+        #expect(d.reason.contains("50 of its 50 in slice 1 of 1 missing"), "\(d.reason)")
         _ = a.counted(local: local(1, 50).union(local(1001, 1100)), now: at(3200))
         _ = a.counted(local: local(1, 50).union(local(1001, 1100)), now: at(3400))
+        #expect(!a.isResynced, "two counts against the same master beat are one match")
+        _ = a.heard(beat("lb-b", role: "MASTER", priority: 151, flows: 50), now: at(3450))
+        _ = a.counted(local: local(1, 50).union(local(1001, 1100)), now: at(3500))
         #expect(a.isResynced)
+    }
+
+    @Test func aSingleMissingConnectionAmongManyHoldsTheResync() {
+        var a = gate("lb-a")
+        // 6,000 connections on the master: three slices of 2,500; this node lacks one (digest 5,999).
+        let b = HAGate(table: "t", ha: Self.ha, node: Self.ha.nodes[1], now: t0)
+        let all = (1...6000).map(UInt64.init)
+        var mine = Set(all)
+        mine.remove(5999)
+        for n in 0..<9 {
+            var master = b.beat(flows: all, tableDigest: "d", seq: UInt64(n))
+            master.role = "MASTER"
+            master.priority = 151
+            #expect(master.slices == 3 && master.sample?.count == (n % 3 == 2 ? 1000 : 2500))
+            _ = a.heard(master, now: at(200 * n + 100))
+            _ = a.counted(local: mine, now: at(200 * n + 150))
+        }
+        #expect(!a.isResynced, "the slice holding 5,999 fails every third beat")
+        mine.insert(5999)
+        for n in 9..<12 {
+            var master = b.beat(flows: all, tableDigest: "d", seq: UInt64(n))
+            master.role = "MASTER"
+            master.priority = 151
+            _ = a.heard(master, now: at(200 * n + 100))
+            _ = a.counted(local: mine, now: at(200 * n + 150))
+        }
+        #expect(a.isResynced, "three slices in a row passed")
     }
 
     @Test func aBeatThatWaitedThroughAStopIsOldNews() {
@@ -156,7 +189,7 @@ struct HAGateTests {
         #expect(a.decide(now: at(6100), ready: true, yields: false).0.track == -253)
         #expect(a.wantsCount(now: at(6100)))
         let b = a.beat(flows: [7, 8, 9], tableDigest: "x", seq: 9)
-        #expect(b.resynced == false && b.flows == 3 && Set(b.sample ?? []) == ["7", "8", "9"])
+        #expect(b.resynced == false && b.flows == 3 && b.sample == ["7", "8", "9"] && b.slices == 1)
     }
 
     @Test func afterASplitBrainTheNodeThatLosesTheElectionResyncs() {
