@@ -52,20 +52,7 @@ public final class HANodeLink: Sendable {
         var p = list
         while let ifa = p {
             defer { p = ifa.pointee.ifa_next }
-            guard let sa = ifa.pointee.ifa_addr else { continue }
-            switch Int32(sa.pointee.sa_family) {
-            case AF_INET:
-                sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
-                    var a = sin.pointee.sin_addr
-                    out.insert(IPAddress(bytes: withUnsafeBytes(of: &a) { Array($0) }))
-                }
-            case AF_INET6:
-                sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin in
-                    var a = sin.pointee.sin6_addr
-                    out.insert(IPAddress(bytes: withUnsafeBytes(of: &a) { Array($0) }))
-                }
-            default: break
-            }
+            if let sa = ifa.pointee.ifa_addr, let address = SocketAddress.address(sa) { out.insert(address) }
         }
         return out
     }

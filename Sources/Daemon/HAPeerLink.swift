@@ -30,7 +30,7 @@ final class HAPeerLink: Sendable {
     @discardableResult
     func bind() -> Bool {
         if bound.withLockedValue({ $0 }) { return true }
-        let ok = Self.withSockaddr(local.syncAddress, port: UInt16(HAConfig.peerPort)) { sa, len in
+        let ok = SocketAddress.with(local.syncAddress, port: UInt16(HAConfig.peerPort)) { sa, len in
             Foundation.bind(fd, sa, len) == 0
         }
         if ok { bound.withLockedValue { $0 = true } }
@@ -41,7 +41,7 @@ final class HAPeerLink: Sendable {
         guard bind() else { return }
         let bytes = beat.encoded()
         for peer in peers {
-            _ = Self.withSockaddr(peer.syncAddress, port: UInt16(HAConfig.peerPort)) { sa, len in
+            _ = SocketAddress.with(peer.syncAddress, port: UInt16(HAConfig.peerPort)) { sa, len in
                 bytes.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT), sa, len) }
             }
         }
@@ -68,7 +68,7 @@ final class HAPeerLink: Sendable {
                     usleep(100_000)
                     continue
                 }
-                guard let source = Self.address(of: from), senders.contains(source),
+                guard let source = SocketAddress.address(of: from), senders.contains(source),
                     let beat = HAPeerBeat.decode(Array(buffer[0..<n]))
                 else { continue }
                 // SIOCGSTAMP (0x8906): the kernel's receive time of the last datagram, wall clock.
@@ -83,46 +83,6 @@ final class HAPeerLink: Sendable {
                 deliver(beat, age)
             }
         }.start()
-    }
-
-    static func withSockaddr<T>(_ address: IPAddress, port: UInt16, _ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T {
-        if address.family == .ipv4 {
-            var sin = sockaddr_in()
-            sin.sin_family = sa_family_t(AF_INET)
-            sin.sin_port = port.bigEndian
-            withUnsafeMutableBytes(of: &sin.sin_addr) { $0.copyBytes(from: address.bytes) }
-            return withUnsafePointer(to: &sin) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-        }
-        var sin6 = sockaddr_in6()
-        sin6.sin6_family = sa_family_t(AF_INET6)
-        sin6.sin6_port = port.bigEndian
-        withUnsafeMutableBytes(of: &sin6.sin6_addr) { $0.copyBytes(from: address.bytes) }
-        return withUnsafePointer(to: &sin6) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
-        }
-    }
-
-    static func address(of storage: sockaddr_storage) -> IPAddress? {
-        var s = storage
-        switch Int32(s.ss_family) {
-        case AF_INET:
-            return withUnsafePointer(to: &s) {
-                $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { p in
-                    var a = p.pointee.sin_addr
-                    return IPAddress(bytes: withUnsafeBytes(of: &a) { Array($0) })
-                }
-            }
-        case AF_INET6:
-            return withUnsafePointer(to: &s) {
-                $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { p in
-                    var a = p.pointee.sin6_addr
-                    return IPAddress(bytes: withUnsafeBytes(of: &a) { Array($0) })
-                }
-            }
-        default: return nil
-        }
     }
 }
 
