@@ -82,7 +82,8 @@ public struct HAGate: Sendable {
         peers[beat.node] = Peer(beat: beat, heardAt: arrival, resyncedSince: beat.resynced ? (streak ?? arrival) : nil)
         var lines: [String] = []
         if regained { lines.append("ha: peer \(beat.node) heard (\(beat.role), priority \(beat.priority), \(beat.resynced ? "resynced" : "not resynced"))") }
-        if regained, beat.role == "MASTER", beat.priority > priority || (beat.priority == priority && outranksByAddress(beat.node)), isResynced {
+        if regained, beat.role == "MASTER", isResynced, let peer = ha.nodes.first(where: { $0.name == beat.node }),
+            wins(peer, at: beat.priority, against: priority) {
             resync = .pending(since: now, why: "back in touch with master \(beat.node), which outranks this node", matches: 0)
             progress = nil
             lines.append("ha: not resynced: \(pendingWhy)")
@@ -90,8 +91,9 @@ public struct HAGate: Sendable {
         return lines
     }
 
-    func outranksByAddress(_ name: String) -> Bool {
-        ha.nodes.first { $0.name == name }.map { $0.address > node.address } ?? false
+    /// VRRP's election: `peer` at `its` priority beats this node at `mine`; a tie goes to the higher address.
+    func wins(_ peer: HANode, at its: Int, against mine: Int) -> Bool {
+        its > mine || (its == mine && peer.address > node.address)
     }
 
     /// The daemon's loop did not run for `gap` (SIGSTOP, a hung machine): connections may have moved meanwhile.
@@ -125,7 +127,7 @@ public struct HAGate: Sendable {
     func holdAgainst(now: Instant) -> (HANode, Int)? {
         ha.nodes.filter { p in
             p.name != node.name && !(peers[p.name].map { settled($0, now) } ?? false)
-                && (resumePriority(p) > node.priority || (resumePriority(p) == node.priority && p.address > node.address))
+                && wins(p, at: resumePriority(p), against: node.priority)
         }.max { resumePriority($0) < resumePriority($1) }.map { ($0, resumePriority($0)) }
     }
 
