@@ -136,11 +136,10 @@ public final class Daemon {
         var beatSeq: UInt64 = 0
         var lastBeat = ContinuousClock.now - .seconds(60)
         var lastResyncRequest: (at: ContinuousClock.Instant, answered: Bool)?
-        var digest = (table: Table?.none, text: "")
-        var lastFlows: [UInt64]?
+        var digest = (revision: -1, text: "")
         var lastProgressLog: ContinuousClock.Instant?
         /// The track file from the gate's decision: FAULT until the table is loaded or while yielding, -253
-        /// while not resynced, +253 while holding the VIPs for a peer that is not resynced, else 0.
+        /// while not resynced, above 0 while holding the VIPs for a peer that is not resynced, else 0.
         func publishTrack(now: ContinuousClock.Instant) {
             guard let link, var g = gate else { return }
             let (decision, lines) = g.decide(now: now, ready: core.applied != nil, yields: link.yields(core))
@@ -170,9 +169,9 @@ public final class Daemon {
         func beat(now: ContinuousClock.Instant) {
             guard var g = gate, let ha = options.spec.ha, now - lastBeat >= ha.advertInterval else { return }
             lastBeat = now
-            lastFlows = nil
+            var flows: [UInt64]?
             if g.wantsCount(now: now), let n = try? kernel.connectionDigests(to: frontends) {
-                lastFlows = n.established
+                flows = n.established
                 for line in g.counted(local: Set(n.established), other: Set(n.other), now: now) { logger.notice("\(line)") }
                 gate = g
                 if let progress = g.progress, !g.isResynced, lastProgressLog.map({ now - $0 >= .seconds(2) }) ?? true {
@@ -181,11 +180,12 @@ public final class Daemon {
                 }
             }
             publishTrack(now: now)
-            if digest.table != core.desired {
-                digest = (core.desired, String(StableHash.hash64(NftRenderer.body(core.desired)), radix: 16))
+            // Rendered again only when the wanted table changed, not every beat.
+            if digest.revision != core.desiredRevision {
+                digest = (core.desiredRevision, String(StableHash.hash64(NftRenderer.body(core.desired)), radix: 16))
             }
             beatSeq += 1
-            peerLink?.send(gate!.beat(flows: lastFlows, tableDigest: digest.text, seq: beatSeq))
+            peerLink?.send(gate!.beat(flows: flows, tableDigest: digest.text, seq: beatSeq))
         }
         publishTrack(now: .now)
         link?.watchRoles { sink.yield(.role($0, $1)) }

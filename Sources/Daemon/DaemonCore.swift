@@ -30,7 +30,11 @@ public final class DaemonCore {
     /// What the probes say (desired health).
     public private(set) var health = Health()
     /// The table the kernel should hold.
-    public private(set) var desired: Table
+    public private(set) var desired: Table {
+        didSet { desiredRevision &+= 1 }
+    }
+    /// Changes whenever `desired` is assigned: a cheap "has the wanted table changed" for the shell.
+    public private(set) var desiredRevision = 0
     /// The table our last confirmed commit left; nil until the first one.
     public private(set) var applied: Table?
     public private(set) var failure: Failure?

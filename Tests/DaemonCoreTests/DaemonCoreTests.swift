@@ -62,6 +62,20 @@ struct DaemonCoreTests {
         #expect(verdict == .verdict(.goto(RulesetBuilder.rejectChain)))
     }
 
+    // The HA beat's table digest is rendered again only when this revision moves: it must move with every
+    // change of the wanted table (a health flip, a reload) and stay put otherwise.
+    @Test func theDesiredRevisionMovesWithTheWantedTable() throws {
+        let core = try started(try Self.spec(), kernel: FakeKernel())
+        let r0 = core.desiredRevision, t = core.desired
+        _ = core.tick(now: t0 + .seconds(1))
+        #expect(core.desiredRevision == r0 && core.desired == t)
+        _ = core.healthChanged([Self.flip(0, .down)], now: t0)
+        #expect(core.desiredRevision != r0 && core.desired != t)
+        let r1 = core.desiredRevision
+        _ = core.reload(try Self.spec(extraPool: true), now: t0)
+        #expect(core.desiredRevision != r1)
+    }
+
     // Fault 5: slots of an all-down pool hold every backend; adoption must not wake them.
     @Test func adoptingAnAllDownPoolKeepsItDown() throws {
         let spec = try Self.spec()
