@@ -43,15 +43,9 @@ extension NetfilterKernel {
             let (src, dst) = family == .ipv4
                 ? (UInt16(CTA_IP_V4_SRC.rawValue), UInt16(CTA_IP_V4_DST.rawValue))
                 : (UInt16(CTA_IP_V6_SRC.rawValue), UInt16(CTA_IP_V6_DST.rawValue))
-            let seq = nextSequence()
-            let dump = Self.ctMessage(UInt16(IPCTNL_MSG_CT_GET.rawValue), flags: UInt16(NLM_F_DUMP | NLM_F_ACK), family: af, seq: seq, payload: [])
-            let reply = try exchange(dump, sequences: [seq])
-            if let e = reply.status[seq], e != 0 { throw KernelError.system("cannot list connections (conntrack)", e) }
-
             var deletes: [UInt8] = []
             var owner: [UInt32: Int] = [:]
-            for message in reply.messages {
-                let attrs = NetlinkAttributes(message, offset: 16 + 4)  // nlmsghdr + nfgenmsg
+            for attrs in try connections(af) {
                 guard let status = attrs.bigEndianU32(UInt16(CTA_STATUS.rawValue)), status & UInt32(IPS_DST_NAT.rawValue) != 0,
                     let orig = attrs.raw(UInt16(CTA_TUPLE_ORIG.rawValue)),
                     let origTuple = attrs.nested(UInt16(CTA_TUPLE_ORIG.rawValue)),
@@ -93,12 +87,7 @@ extension NetfilterKernel {
             let af = UInt8(family == .ipv4 ? AF_INET : AF_INET6)
             let dst = UInt16((family == .ipv4 ? CTA_IP_V4_DST : CTA_IP_V6_DST).rawValue)
             let src = UInt16((family == .ipv4 ? CTA_IP_V4_SRC : CTA_IP_V6_SRC).rawValue)
-            let seq = nextSequence()
-            let dump = Self.ctMessage(UInt16(IPCTNL_MSG_CT_GET.rawValue), flags: UInt16(NLM_F_DUMP | NLM_F_ACK), family: af, seq: seq, payload: [])
-            let reply = try exchange(dump, sequences: [seq])
-            if let e = reply.status[seq], e != 0 { throw KernelError.system("cannot list connections (conntrack)", e) }
-            for message in reply.messages {
-                let attrs = NetlinkAttributes(message, offset: 16 + 4)
+            for attrs in try connections(af) {
                 guard let status = attrs.bigEndianU32(UInt16(CTA_STATUS.rawValue)), status & UInt32(IPS_DST_NAT.rawValue) != 0,
                     let origTuple = attrs.nested(UInt16(CTA_TUPLE_ORIG.rawValue)),
                     let origIP = origTuple.nested(UInt16(CTA_TUPLE_IP.rawValue)),
@@ -118,6 +107,15 @@ extension NetfilterKernel {
             }
         }
         return (established, other)
+    }
+
+    /// Every conntrack entry of one address family (AF_INET or AF_INET6), as its attributes.
+    func connections(_ af: UInt8) throws(KernelError) -> [NetlinkAttributes] {
+        let seq = nextSequence()
+        let dump = Self.ctMessage(UInt16(IPCTNL_MSG_CT_GET.rawValue), flags: UInt16(NLM_F_DUMP | NLM_F_ACK), family: af, seq: seq, payload: [])
+        let reply = try exchange(dump, sequences: [seq])
+        if let e = reply.status[seq], e != 0 { throw KernelError.system("cannot list connections (conntrack)", e) }
+        return reply.messages.map { NetlinkAttributes($0, offset: 16 + 4) }  // nlmsghdr + nfgenmsg
     }
 
     static func protocolNumber(_ p: L4Protocol) -> UInt8 {
