@@ -29,6 +29,8 @@ public final class Daemon {
         public var runtimeDirectory = HAConfig.defaultRuntimeDirectory
         /// How often the ruleset generation is checked, in case an nftables event was missed.
         public var generationCheck: Duration = .seconds(1)
+        /// Where runtime overrides (`nftpool backend …`) are kept; nil: RuntimeStateFile.defaultPath.
+        public var statePath: String?
         /// Told what the daemon does (metrics, sd_notify); see DaemonObserver.
         public var observers: [any DaemonObserver] = []
 
@@ -49,6 +51,8 @@ public final class Daemon {
         case role(HANodeLink.Role, Int)
         /// A peer's beat and how long ago it arrived.
         case peer(HAPeerBeat, Duration)
+        /// A request on the control socket (`nftpool backend …`, `nftpool status`).
+        case control(ControlMessage.Request, ControlSocket.Responder)
     }
 
     /// Transitions as they come from the probes. The loop takes them all at once, so a burst (a start,
@@ -111,8 +115,30 @@ public final class Daemon {
         defer { stopMonitor.withLockedValue { $0 = true } }
         var ledger = GenerationLedger(generation: (try? kernel.generation()) ?? 0)
 
-        let core = DaemonCore(spec: options.spec, kernel: observers.isEmpty ? kernel : ObservedKernel(kernel, observers: observers), force: options.force)
+        let stateFile = RuntimeStateFile(path: options.statePath ?? RuntimeStateFile.defaultPath(table: table, netns: options.netns))
+        let (stored, unusable) = stateFile.load(table: table)
+        if let unusable { logger.error("\(unusable)") }
+        let core = DaemonCore(spec: options.spec, kernel: observers.isEmpty ? kernel : ObservedKernel(kernel, observers: observers),
+                              force: options.force, overrides: stored)
+        for gone in core.droppedOverrides { logger.warning("runtime override for \(gone) dropped: the backend is no longer in the spec") }
+        if !core.overrides.isEmpty {
+            logger.notice("runtime overrides from \(stateFile.path): \(core.overrides.backends.keys.sorted().joined(separator: ", "))")
+        }
         log(try core.start())
+        /// Keeps the overrides on disk whenever they change; false (and logged) when they cannot be.
+        var savedOverrides = stored
+        func saveOverrides() -> String? {
+            guard core.overrides != savedOverrides else { return nil }
+            do {
+                try stateFile.save(core.overrides, table: table)
+                savedOverrides = core.overrides
+                return nil
+            } catch {
+                logger.error("runtime overrides not saved: \(error); a restart would lose them")
+                return error.description
+            }
+        }
+        _ = saveOverrides()
         var role = (HANodeLink.Role.unknown, 0, ContinuousClock.now)
         var statusDirty = false
         var track: Int?
@@ -209,7 +235,16 @@ public final class Daemon {
         var refs = watch(core.spec, health: core.health, monitor: monitor)
         let statusPath = options.statusPath ?? StatusFile.defaultPath(table: table, namespace: DaemonLock.namespaceID())
         let status = StatusFile(path: statusPath)
-        func writeStatus() {
+        var control: ControlSocket?
+        do {
+            control = try ControlSocket(path: ControlSocket.defaultPath(table: table, namespace: DaemonLock.namespaceID()))
+            control?.serve { sink.yield(.control($0, $1)) }
+        } catch {
+            logger.error("no runtime control (`nftpool backend …`): \(error)")
+        }
+        defer { control?.stop() }
+        @discardableResult
+        func writeStatus() -> StatusFile.Document {
             let haState = link.map { l in
                 let now = ContinuousClock.now, wall = Date().timeIntervalSince1970
                 var state = StatusFile.HAState(
@@ -231,8 +266,9 @@ public final class Daemon {
                 }
                 return state
             }
-            let doc = status.write(core, specPath: options.specPath, netns: options.netns, lock: lock.path, monitor: monitor, ha: haState)
+            let doc = status.write(core, specPath: options.specPath, netns: options.netns, lock: lock.path, control: control?.path, monitor: monitor, ha: haState)
             for o in observers { o.published(doc) }
+            return doc
         }
         writeStatus()
         for o in observers { o.started() }
@@ -306,7 +342,8 @@ public final class Daemon {
                 do {
                     let next = try SpecDecoder.load(path: options.specPath)
                     log(core.reload(next, now: now))
-                    for o in observers { o.reloaded(ok: core.spec == next) }
+                    _ = saveOverrides()
+                    for o in observers { o.reloaded(ok: core.fileSpec == next) }
                     publishTrack(now: now)
                     // Rotated certificates: the next https probe reads its caFile again.
                     prober.reloadTrust()
@@ -316,8 +353,47 @@ public final class Daemon {
                     logger.error("reload: the new spec is invalid; keeping the running one")
                     for o in observers { o.reloaded(ok: false) }
                 }
+            case .control(let request, let responder):
+                switch request.command {
+                case .status:
+                    responder.reply(.init(exit: 0, message: "", status: writeStatus()))
+                    lastStatus = now
+                    statusDirty = false
+                    publishedInSync = core.inSync
+                    continue
+                case .connections:
+                    responder.reply(core.openConnections(pool: request.pool ?? "", backend: request.backend ?? ""))
+                    continue
+                case .set:
+                    let change: DaemonCore.AdminChange
+                    if let text = request.state {
+                        guard let state = AdminState(rawValue: text) else {
+                            responder.reply(.init(exit: 2, message: "unknown state \(text): enabled, drain or disabled"))
+                            continue
+                        }
+                        change = .state(state, closeConnections: request.closeConnections ?? false)
+                    } else if let weight = request.weight {
+                        change = .weight(weight)
+                    } else {
+                        responder.reply(.init(exit: 64, message: "a set request needs a state or a weight"))
+                        continue
+                    }
+                    let (reply, lines) = core.change(pool: request.pool ?? "", backend: request.backend ?? "", to: change,
+                                                     force: request.force ?? false, now: now, wall: Date().timeIntervalSince1970)
+                    log(lines)
+                    var answer = reply
+                    if let unsaved = saveOverrides() {
+                        answer.exit = 1
+                        answer.message += "; but it is NOT saved (\(unsaved)): a restart would undo it"
+                    }
+                    // A disabled backend is not probed; an enabled one again is.
+                    refs = watch(core.spec, health: core.health, monitor: monitor)
+                    responder.reply(answer)
+                    publishTrack(now: now)
+                }
             case .signal(.stop(let signal)):
                 for o in observers { o.stopping() }
+                control?.stop()
                 monitor.stopAll()
                 await prober.shutdown()
                 // What the kernel holds now, not what our bookkeeping believes: a flush whose event is

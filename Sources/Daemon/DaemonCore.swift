@@ -26,11 +26,16 @@ public final class DaemonCore {
         public var error: String
     }
 
-    public private(set) var spec: Spec
+    /// The spec as it runs: the file's, with the operators' runtime overrides laid over it.
+    public internal(set) var spec: Spec
+    /// The spec as the file says (what a reload compares against).
+    public internal(set) var fileSpec: Spec
+    /// `nftpool backend drain|disable|enable|weight` changes still in force.
+    public internal(set) var overrides: RuntimeOverrides
     /// What the probes say (desired health).
-    public private(set) var health = Health()
+    public internal(set) var health = Health()
     /// The table the kernel should hold.
-    public private(set) var desired: Table {
+    public internal(set) var desired: Table {
         didSet { desiredRevision &+= 1 }
     }
     /// Changes whenever `desired` is assigned: a cheap "has the wanted table changed" for the shell.
@@ -39,7 +44,7 @@ public final class DaemonCore {
     public private(set) var applied: Table?
     public private(set) var failure: Failure?
     /// Backends of close-connections pools that went down, closed once the kernel stops routing to them.
-    public private(set) var pendingClose = Set<BackendRef>()
+    public internal(set) var pendingClose = Set<BackendRef>()
     /// Foreign changes found and restored.
     public private(set) var repairs = 0
 
@@ -55,12 +60,21 @@ public final class DaemonCore {
     static let firstRetry: Duration = .milliseconds(100)
     static let maxRetry: Duration = .seconds(5)
 
-    public init(spec: Spec, kernel: any KernelClient, force: Bool = false) {
-        self.spec = spec
+    /// `overrides`: what operators changed at run time before a restart (RuntimeStateFile); those naming
+    /// a backend the spec no longer has are dropped (`droppedOverrides`).
+    public init(spec: Spec, kernel: any KernelClient, force: Bool = false, overrides: RuntimeOverrides = .init()) {
+        var kept = overrides
+        droppedOverrides = kept.prune(for: spec)
+        self.fileSpec = spec
+        self.overrides = kept
+        self.spec = kept.applied(to: spec)
         self.kernel = kernel
         self.force = force
-        desired = RulesetBuilder.table(for: spec, health: Health())
+        desired = RulesetBuilder.table(for: self.spec, health: Health())
     }
+
+    /// Overrides given at start that named backends the spec does not have.
+    public let droppedOverrides: [String]
 
     /// The kernel holds what we want, as far as our own commits know.
     public var inSync: Bool { failure == nil && applied == desired }
@@ -114,6 +128,10 @@ public final class DaemonCore {
         guard next.table == spec.table else {
             return [Line(level: .error, text: "reload: the table name changed (\(spec.table) → \(next.table)); restart nftpool to move to another table. Keeping the running spec")]
         }
+        let file = next
+        var kept = overrides
+        let gone = kept.prune(for: file)
+        let next = kept.applied(to: file)
         let known = Set(spec.pools.flatMap { p in p.healthCheck == nil ? [] : p.backends.map { BackendRef(p, $0) } })
         var down = Set<BackendRef>()
         for pool in next.pools where pool.healthCheck != nil {
@@ -127,12 +145,15 @@ public final class DaemonCore {
         do {
             let report = try kernel.apply(table, force: reclaim)
             spec = next
+            fileSpec = file
+            overrides = kept
             health = newHealth
             desired = table
             applied = table
             failure = nil
-            pendingClose = pendingClose.filter { health.down.contains($0) }
+            pendingClose = pendingClose.filter { !isServing($0) }
             return [Line(level: .notice, text: "reloaded: \(Self.summary(spec, health)); \(Self.sent(report))")]
+                + gone.map { Line(level: .warning, text: "reload: backend \($0) is no longer in the spec; its runtime override is dropped") }
                 + closeConnections()
         } catch {
             return [Line(level: .error, text: "reload: the kernel refused the new spec, keeping the running one: \(error)")]
@@ -211,7 +232,7 @@ public final class DaemonCore {
     /// (a backend still holding slots, as every backend of a fail-open pool with none up does, keeps them).
     func closeConnections() -> [Line] {
         let refs = pendingClose.filter { ref in
-            guard health.down.contains(ref) else { return false }
+            guard !isServing(ref) else { return false }
             guard let applied, let pool = spec.pools.first(where: { $0.name == ref.pool }) else { return true }
             return SlotMembership.held(pool, in: applied)[ref.endpoint, default: 0] == 0
         }.sorted { $0.description < $1.description }
@@ -235,6 +256,14 @@ public final class DaemonCore {
             pendingClose.formUnion(refs)  // tried again after the next commit
             return [Line(level: .error, text: "cannot close the connections of \(targets.map(\.ref.description).joined(separator: ", ")): \(error)")]
         }
+    }
+
+    /// Enabled and passing its checks (or unchecked): the backend takes new connections.
+    func isServing(_ ref: BackendRef) -> Bool {
+        guard let pool = spec.pools.first(where: { $0.name == ref.pool }),
+            let b = pool.backends.first(where: { $0.endpoint == ref.endpoint })
+        else { return false }
+        return health.isEligible(b, in: pool)
     }
 
     public static func summary(_ spec: Spec, _ health: Health) -> String {

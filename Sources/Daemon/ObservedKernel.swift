@@ -69,4 +69,8 @@ final class ObservedKernel: KernelClient {
     func deleteConnections(to targets: [NetfilterKernel.ConnectionTarget]) throws(KernelError) -> [Int] {
         try counted { () throws(KernelError) in try base.deleteConnections(to: targets) }
     }
+
+    func countConnections(to targets: [NetfilterKernel.ConnectionTarget]) throws(KernelError) -> [Int] {
+        try counted { () throws(KernelError) in try base.countConnections(to: targets) }
+    }
 }

@@ -27,6 +27,8 @@ public struct StatusFile: Sendable {
         /// The lock the daemon holds for its life: whether it still runs is asked of the lock, not of a
         /// pid that may have been reused (or be in another pid namespace).
         public var lock: String?
+        /// The control socket (`nftpool backend …`), when the daemon serves one.
+        public var control: String?
         /// Wall-clock seconds of this write.
         public var updated: Double
         public var kernel: KernelState
@@ -85,6 +87,10 @@ public struct StatusFile: Sendable {
         public var endpoint: String
         public var state: String
         public var weight: Int
+        /// "spec", or "runtime" when `nftpool backend …` set it (and since when, wall clock).
+        public var stateFrom: String?
+        public var weightFrom: String?
+        public var overrideSince: Double?
         /// up / down / unchecked (no health check in the spec): what the probes say.
         public var health: String
         public var reason: String
@@ -101,7 +107,7 @@ public struct StatusFile: Sendable {
 
     /// Writes the file; returns what it wrote (the daemon's observers get the same document).
     @discardableResult
-    func write(_ core: DaemonCore, specPath: String, netns: String?, lock: String, monitor: HealthMonitor, ha: HAState? = nil) -> Document {
+    func write(_ core: DaemonCore, specPath: String, netns: String?, lock: String, control: String? = nil, monitor: HealthMonitor, ha: HAState? = nil) -> Document {
         let probes = monitor.status()
         let now = ContinuousClock.now
         let wall = Date().timeIntervalSince1970
@@ -115,8 +121,11 @@ public struct StatusFile: Sendable {
                 backends: pool.backends.map { b in
                     let ref = BackendRef(pool, b)
                     let probe = probes[ref.description]
+                    let override = core.overrides.entry(ref)
                     return BackendStatus(
                         endpoint: b.endpoint, state: b.state.rawValue, weight: b.weight,
+                        stateFrom: override?.state == nil ? "spec" : "runtime", weightFrom: override?.weight == nil ? "spec" : "runtime",
+                        overrideSince: override?.changed,
                         health: pool.healthCheck == nil ? "unchecked" : (core.health.down.contains(ref) ? "down" : "up"),
                         reason: probe?.reason ?? (pool.healthCheck == nil ? "no health check" : "not probed"),
                         sinceTime: probe.map { wall - Self.seconds($0.since.duration(to: now)) },
@@ -128,7 +137,7 @@ public struct StatusFile: Sendable {
             inSync: core.inSync,
             outOfSyncSince: failure.map { wall - Self.seconds($0.since.duration(to: now)) },
             error: failure?.error, refusedAttempts: failure?.attempts ?? 0, repairs: core.repairs)
-        let doc = Document(table: core.spec.table, pid: getpid(), spec: specPath, netns: netns, lock: lock, updated: wall, kernel: kernel, ha: ha, pools: pools)
+        let doc = Document(table: core.spec.table, pid: getpid(), spec: specPath, netns: netns, lock: lock, control: control, updated: wall, kernel: kernel, ha: ha, pools: pools)
         guard let data = try? JSONEncoder().encode(doc) else { return doc }
         let dir = (path as NSString).deletingLastPathComponent
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])

@@ -29,48 +29,80 @@ extension NetfilterKernel {
     public func deleteConnections(to targets: [ConnectionTarget]) throws(KernelError) -> [Int] {
         var counts = [Int](repeating: 0, count: targets.count)
         for family in [IPFamily.ipv4, .ipv6] {
-            // (frontend address, protocol number, frontend port, backend address, backend port) ─► target
-            var wanted: [[UInt8]: Int] = [:]
-            for (i, t) in targets.enumerated() where t.address.family == family {
-                for f in t.frontends where f.address.family == family {
-                    let key = f.address.bytes + [Self.protocolNumber(f.protocol)] + Self.bigEndian(f.port)
-                        + t.address.bytes + Self.bigEndian(t.port)
-                    if wanted[key] == nil { wanted[key] = i }
-                }
-            }
-            guard !wanted.isEmpty else { continue }
-            let af = UInt8(family == .ipv4 ? AF_INET : AF_INET6)
-            let (src, dst) = family == .ipv4
-                ? (UInt16(CTA_IP_V4_SRC.rawValue), UInt16(CTA_IP_V4_DST.rawValue))
-                : (UInt16(CTA_IP_V6_SRC.rawValue), UInt16(CTA_IP_V6_DST.rawValue))
+            let matched = try entries(of: targets, family: family)
+            guard !matched.isEmpty else { continue }
             var deletes: [UInt8] = []
             var owner: [UInt32: Int] = [:]
-            for attrs in try connections(af) {
-                guard let status = attrs.bigEndianU32(UInt16(CTA_STATUS.rawValue)), status & UInt32(IPS_DST_NAT.rawValue) != 0,
-                    let orig = attrs.raw(UInt16(CTA_TUPLE_ORIG.rawValue)),
-                    let origTuple = attrs.nested(UInt16(CTA_TUPLE_ORIG.rawValue)),
-                    let origIP = origTuple.nested(UInt16(CTA_TUPLE_IP.rawValue)),
-                    let origProto = origTuple.nested(UInt16(CTA_TUPLE_PROTO.rawValue)),
-                    let frontend = origIP.payload(dst),
-                    let protocolNumber = origProto.payload(UInt16(CTA_PROTO_NUM.rawValue)),
-                    let frontendPort = origProto.payload(UInt16(CTA_PROTO_DST_PORT.rawValue)),
-                    let replyTuple = attrs.nested(UInt16(CTA_TUPLE_REPLY.rawValue)),
-                    let replyIP = replyTuple.nested(UInt16(CTA_TUPLE_IP.rawValue)),
-                    let replyProto = replyTuple.nested(UInt16(CTA_TUPLE_PROTO.rawValue)),
-                    let backend = replyIP.payload(src),
-                    let backendPort = replyProto.payload(UInt16(CTA_PROTO_SRC_PORT.rawValue)),
-                    let target = wanted[frontend + protocolNumber + frontendPort + backend + backendPort]
-                else { continue }
+            for (attrs, target) in matched {
+                guard let orig = attrs.raw(UInt16(CTA_TUPLE_ORIG.rawValue)) else { continue }
                 let s = nextSequence()
                 owner[s] = target
-                deletes += Self.ctMessage(UInt16(IPCTNL_MSG_CT_DELETE.rawValue), flags: UInt16(NLM_F_ACK), family: af, seq: s, payload: orig)
+                deletes += Self.ctMessage(UInt16(IPCTNL_MSG_CT_DELETE.rawValue), flags: UInt16(NLM_F_ACK), family: Self.af(family), seq: s, payload: orig)
             }
-            guard !deletes.isEmpty else { continue }
             let result = try exchange(deletes, sequences: Set(owner.keys))
             // ENOENT: the connection ended by itself meanwhile.
             for (s, target) in owner where (result.status[s] ?? 0) == 0 { counts[target] += 1 }
         }
         return counts
+    }
+
+    /// How many of each target's connections are still open, matched as `deleteConnections` matches them:
+    /// a TCP entry in TIME_WAIT or CLOSE is a connection already over (conntrack keeps it for minutes), and
+    /// is not counted. What `nftpool backend drain --wait` waits on.
+    public func countConnections(to targets: [ConnectionTarget]) throws(KernelError) -> [Int] {
+        var counts = [Int](repeating: 0, count: targets.count)
+        for family in [IPFamily.ipv4, .ipv6] {
+            for (attrs, target) in try entries(of: targets, family: family) {
+                let state = attrs.nested(UInt16(CTA_PROTOINFO.rawValue))?.nested(UInt16(CTA_PROTOINFO_TCP.rawValue))?
+                    .payload(UInt16(CTA_PROTOINFO_TCP_STATE.rawValue))
+                if let state, state == [Self.tcpTimeWait] || state == [Self.tcpClose] { continue }
+                counts[target] += 1
+            }
+        }
+        return counts
+    }
+
+    /// TCP_CONNTRACK_TIME_WAIT and TCP_CONNTRACK_CLOSE (linux/netfilter/nf_conntrack_tcp.h).
+    static let tcpTimeWait: UInt8 = 7
+    static let tcpClose: UInt8 = 8
+
+    static func af(_ family: IPFamily) -> UInt8 { UInt8(family == .ipv4 ? AF_INET : AF_INET6) }
+
+    /// The DNATed conntrack entries of one family that belong to a target: original destination one of its
+    /// frontends (address, protocol, port), reply source its backend; each with the target's index. One dump.
+    func entries(of targets: [ConnectionTarget], family: IPFamily) throws(KernelError) -> [(NetlinkAttributes, Int)] {
+        // (frontend address, protocol number, frontend port, backend address, backend port) ─► target
+        var wanted: [[UInt8]: Int] = [:]
+        for (i, t) in targets.enumerated() where t.address.family == family {
+            for f in t.frontends where f.address.family == family {
+                let key = f.address.bytes + [Self.protocolNumber(f.protocol)] + Self.bigEndian(f.port)
+                    + t.address.bytes + Self.bigEndian(t.port)
+                if wanted[key] == nil { wanted[key] = i }
+            }
+        }
+        guard !wanted.isEmpty else { return [] }
+        let (src, dst) = family == .ipv4
+            ? (UInt16(CTA_IP_V4_SRC.rawValue), UInt16(CTA_IP_V4_DST.rawValue))
+            : (UInt16(CTA_IP_V6_SRC.rawValue), UInt16(CTA_IP_V6_DST.rawValue))
+        var matched: [(NetlinkAttributes, Int)] = []
+        for attrs in try connections(Self.af(family)) {
+            guard let status = attrs.bigEndianU32(UInt16(CTA_STATUS.rawValue)), status & UInt32(IPS_DST_NAT.rawValue) != 0,
+                let origTuple = attrs.nested(UInt16(CTA_TUPLE_ORIG.rawValue)),
+                let origIP = origTuple.nested(UInt16(CTA_TUPLE_IP.rawValue)),
+                let origProto = origTuple.nested(UInt16(CTA_TUPLE_PROTO.rawValue)),
+                let frontend = origIP.payload(dst),
+                let protocolNumber = origProto.payload(UInt16(CTA_PROTO_NUM.rawValue)),
+                let frontendPort = origProto.payload(UInt16(CTA_PROTO_DST_PORT.rawValue)),
+                let replyTuple = attrs.nested(UInt16(CTA_TUPLE_REPLY.rawValue)),
+                let replyIP = replyTuple.nested(UInt16(CTA_TUPLE_IP.rawValue)),
+                let replyProto = replyTuple.nested(UInt16(CTA_TUPLE_PROTO.rawValue)),
+                let backend = replyIP.payload(src),
+                let backendPort = replyProto.payload(UInt16(CTA_PROTO_SRC_PORT.rawValue)),
+                let target = wanted[frontend + protocolNumber + frontendPort + backend + backendPort]
+            else { continue }
+            matched.append((attrs, target))
+        }
+        return matched
     }
 
     /// The DNATed TCP connections that came in through one of `frontends` (their original destination),

@@ -77,6 +77,8 @@ public final class FakeKernel: KernelClient {
     public func apply(_ table: Table, after previous: Table) throws(KernelError) -> NetfilterKernel.ApplyReport {
         // As the real kernel layer: trust `previous` only if nobody committed since our last commit.
         guard let ours = lastGeneration, ours == currentGeneration else { return try apply(table, force: false) }
+        // As the real one: more than element changes (a slot map resized by a new weight) goes the full way.
+        guard NetfilterKernel.elementPlan(from: previous, to: table) != nil else { return try apply(table, force: false) }
         let messages = Self.messages(from: previous, to: table)
         if messages == 0 { return .init(messages: 0, replaced: false, bytes: 0) }
         // Like the real fast path, send only previous ─► table element changes: a caller whose
@@ -148,7 +150,14 @@ public final class FakeKernel: KernelClient {
 
     public func deleteConnections(to targets: [NetfilterKernel.ConnectionTarget]) throws(KernelError) -> [Int] {
         closed.append(targets.map { Backend.endpoint($0.address, $0.port) })
-        return targets.map { _ in 0 }
+        return targets.map { openConnections.removeValue(forKey: Backend.endpoint($0.address, $0.port)) ?? 0 }
+    }
+
+    /// Open connections per backend endpoint, as a test sets them; deleting a target's connections ends them.
+    public var openConnections: [String: Int] = [:]
+
+    public func countConnections(to targets: [NetfilterKernel.ConnectionTarget]) throws(KernelError) -> [Int] {
+        targets.map { openConnections[Backend.endpoint($0.address, $0.port), default: 0] }
     }
 
     /// As the real read-back: key and data types matter, a slot map's modulus and port header do not.

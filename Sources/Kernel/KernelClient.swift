@@ -25,6 +25,8 @@ public protocol KernelClient: AnyObject {
     /// Deletes the conntrack entries of connections DNATed to each target through its frontends; how
     /// many per target.
     func deleteConnections(to targets: [NetfilterKernel.ConnectionTarget]) throws(KernelError) -> [Int]
+    /// How many connections DNATed to each target through its frontends are still open (not TIME_WAIT).
+    func countConnections(to targets: [NetfilterKernel.ConnectionTarget]) throws(KernelError) -> [Int]
 }
 
 extension NetfilterKernel: KernelClient {

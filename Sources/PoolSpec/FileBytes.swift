@@ -6,11 +6,11 @@ import Darwin
 
 /// Whole-file reads with the reason in strerror's words ("Is a directory", "Permission denied"):
 /// Foundation's FileHandle opens a directory and then fails its read with an NSCocoaErrorDomain error.
-enum FileBytes {
+public enum FileBytes {
     /// The bytes of `path` (standard input for nil), or why they cannot be read. With `regularOnly`, a
     /// directory, FIFO or device is refused before reading (a caFile of /dev/zero would never end);
     /// with `limit`, a longer file is refused.
-    static func read(_ path: String?, regularOnly: Bool = false, limit: Int? = nil) -> Result<[UInt8], Failure> {
+    public static func read(_ path: String?, regularOnly: Bool = false, limit: Int? = nil) -> Result<[UInt8], Failure> {
         let fd: Int32
         if let path {
             // O_NONBLOCK with regularOnly: opening a FIFO would otherwise wait for a writer (a caFile
@@ -42,8 +42,8 @@ enum FileBytes {
         }
     }
 
-    struct Failure: Error, Equatable {
-        var reason: String
+    public struct Failure: Error, Equatable {
+        public var reason: String
 
         init(reason: String) { self.reason = reason }
         init(errno code: Int32) { reason = String(cString: strerror(code)) }

@@ -122,6 +122,9 @@ public struct Backend: Equatable, Hashable, Sendable {
         self.state = state
     }
 
+    /// The weights a backend may have (the spec's and `nftpool backend weight`).
+    public static let weights = 1...1000
+
     /// How logs, comments and errors name a backend.
     public var endpoint: String { Self.endpoint(address, port) }
 

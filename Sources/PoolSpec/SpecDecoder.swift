@@ -156,7 +156,7 @@ public enum SpecDecoder {
             let list = frontendPorts.map(String.init).joined(separator: ", ")
             r.fail(FieldReader.join(path, "port"), "required: the pool's frontends use different ports (\(list))")
         }
-        let weight = f["weight"].map { r.integer($0, FieldReader.join(path, "weight"), in: 1...1000) } ?? 1
+        let weight = f["weight"].map { r.integer($0, FieldReader.join(path, "weight"), in: Backend.weights) } ?? 1
         let state = f["state"].map { r.choice($0, FieldReader.join(path, "state"), as: AdminState.self) } ?? .enabled
         guard r.errors.count == before, let address, let port, let weight, let state else { return nil }
         return Backend(address: address, port: port, weight: weight, state: state)

@@ -30,6 +30,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Where to publish health for `nftpool status` (default /run/nftpool/<table>.json).", valueName: "PATH"))
     var statusFile: String?
 
+    @Option(help: ArgumentHelp("Where `nftpool backend …` changes are kept across restarts (default /var/lib/nftpool/<table>[@<netns>].json).", valueName: "PATH"))
+    var stateFile: String?
+
     @Option(help: ArgumentHelp("With a spec's ha section: this node's name in ha.nodes (default: the node whose address is on this machine).", valueName: "NAME"))
     var node: String?
 
@@ -71,6 +74,7 @@ struct RunCommand: AsyncParsableCommand {
         daemonOptions.force = options.force
         daemonOptions.cleanupOnExit = cleanupOnExit
         daemonOptions.statusPath = statusFile
+        daemonOptions.statePath = stateFile
         daemonOptions.node = node
         daemonOptions.runtimeDirectory = runtimeDir
         if let notifier = ServiceNotifier() { daemonOptions.observers.append(notifier) }
@@ -177,7 +181,17 @@ struct StatusCommand: ParsableCommand {
                 problems.append("the daemon that wrote \(path) (pid \(doc.pid)) is gone: its status is stale")
                 continue
             }
-            docs.append(withCurrentFigures(doc))
+            // Live from the daemon itself when it answers; its last written status when it does not.
+            var current = doc
+            if let socket = doc.control {
+                do {
+                    let reply = try ControlClient.ask(.init(command: .status), at: socket, timeout: 3)
+                    if let live = reply.status { current = live }
+                } catch {
+                    problems.append("\(error); showing its status as written \(String(format: "%.1fs", max(0, Date().timeIntervalSince1970 - doc.updated))) ago")
+                }
+            }
+            docs.append(withCurrentFigures(current))
         }
         if docs.isEmpty {
             for p in problems { Stderr.print(p) }
@@ -247,7 +261,9 @@ struct StatusCommand: ParsableCommand {
             var rows = [["BACKEND", "STATE", "HEALTH", "WEIGHT", "SLOTS", "FOR", "PACKETS", "BYTES", "LAST PROBE"]]
             for b in pool.backends {
                 let since = b.since.map { String(format: "%.0fs", $0) } ?? "-"
-                rows.append([b.endpoint, b.state, b.health, "\(b.weight)", "\(b.slots)", since,
+                let state = b.state + (b.stateFrom == "runtime" ? " (runtime)" : "")
+                let weight = "\(b.weight)" + (b.weightFrom == "runtime" ? " (runtime)" : "")
+                rows.append([b.endpoint, state, b.health, weight, "\(b.slots)", since,
                              b.packets.map(String.init) ?? "-", b.bytes.map(String.init) ?? "-", b.reason])
             }
             let widths = rows[0].indices.map { c in rows.map { $0[c].count }.max()! + 2 }

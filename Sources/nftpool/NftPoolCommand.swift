@@ -22,6 +22,6 @@ struct NftPoolCommand: AsyncParsableCommand {
               nftpool render rulesets/kube-apiserver.yaml > lb.nft
             """,
         version: nftpoolVersion,
-        subcommands: [ValidateCommand.self, RenderCommand.self, DiffCommand.self, ApplyCommand.self, DeleteCommand.self, RunCommand.self, StatusCommand.self, HAConfigCommand.self]
+        subcommands: [ValidateCommand.self, RenderCommand.self, DiffCommand.self, ApplyCommand.self, DeleteCommand.self, RunCommand.self, StatusCommand.self, BackendCommand.self, HAConfigCommand.self]
     )
 }
