@@ -21,6 +21,12 @@ public final class ControlSocket: Sendable {
         "\(DaemonLock.directory)/\(table).\(namespace).sock"
     }
 
+    /// Every control socket in the directory.
+    public static func all(in directory: String = DaemonLock.directory) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.filter { $0.hasSuffix(".sock") }.sorted().map { "\(directory)/\($0)" }
+    }
+
     /// Binds and listens. A socket file already at `path` is a dead daemon's: whoever runs this holds the
     /// table's lock, so no live daemon can be serving it.
     public init(path: String) throws(Failure) {

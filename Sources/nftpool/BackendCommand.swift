@@ -149,33 +149,44 @@ struct BackendCommand: ParsableCommand {
 
 extension BackendCommand.Target {
     /// The control socket of the one running daemon that has the pool (narrowed by --table / --netns).
+    /// Found by the sockets in /run/nftpool themselves (each daemon is asked for its pools), so a daemon
+    /// that writes its status elsewhere (--status-file) is found too.
     func findSocket() throws -> String {
         if let socket { return socket }
-        var candidates: [StatusFile.Document] = []
-        for path in StatusFile.all() {
-            guard let doc = try? StatusFile.read(path: path), StatusFile.isLive(doc), doc.control != nil else { continue }
-            if let table, doc.table != table { continue }
-            if let netns, doc.netns != netns { continue }
-            candidates.append(doc)
+        let namespace = netns.map { DaemonLock.namespaceID(named: $0) }
+        if netns != nil, namespace == 0 {
+            Stderr.print("--netns \(netns!): no such network namespace (ip netns list)")
+            throw ExitCode(ExitStatus.usage)
         }
-        let having = candidates.filter { $0.pools.contains { $0.name == pool } }
-        if having.count == 1 { return having[0].control! }
+        var daemons: [(path: String, doc: StatusFile.Document)] = []
+        var unreachable: [String] = []
+        for path in ControlSocket.all() {
+            let name = (path as NSString).lastPathComponent
+            if let table, !name.hasPrefix("\(table).") { continue }
+            if let namespace, !name.hasSuffix(".\(namespace).sock") { continue }
+            do {
+                if let doc = try ControlClient.ask(.init(command: .status), at: path, timeout: 5).status { daemons.append((path, doc)) }
+            } catch {
+                unreachable.append(error.description)
+            }
+        }
         let narrowed = [table.map { "table \($0)" }, netns.map { "netns \($0)" }].compactMap { $0 }.joined(separator: ", ")
-        if candidates.isEmpty {
-            Stderr.print("no running nftpool daemon\(narrowed.isEmpty ? "" : " with \(narrowed)") (no live status in \(DaemonLock.directory))")
+        let having = daemons.filter { $0.doc.pools.contains { $0.name == pool } }
+        if having.count == 1 { return having[0].path }
+        if daemons.isEmpty {
+            for line in unreachable { Stderr.print(line) }
+            Stderr.print("no running nftpool daemon\(narrowed.isEmpty ? "" : " with \(narrowed)") answers in \(DaemonLock.directory)")
             throw ExitCode(ExitStatus.kernelRefused)
         }
         if having.isEmpty {
-            // A daemon may know the pool by now even if its status file was written before a reload: ask it.
-            if candidates.count == 1 { return candidates[0].control! }
-            Stderr.print("no running daemon has a pool \(pool) (tables: \(candidates.map(Self.describe).joined(separator: ", ")))")
+            Stderr.print("no running daemon has a pool \(pool) (\(daemons.map { Self.describe($0.doc) }.joined(separator: "; ")))")
             throw ExitCode(ExitStatus.invalidSpec)
         }
-        Stderr.print("pool \(pool) is in several daemons' tables (\(having.map(Self.describe).joined(separator: ", "))): choose one with --table or --netns")
+        Stderr.print("pool \(pool) is in several daemons' tables (\(having.map { Self.describe($0.doc) }.joined(separator: "; "))): choose one with --table or --netns")
         throw ExitCode(ExitStatus.usage)
     }
 
     static func describe(_ doc: StatusFile.Document) -> String {
-        "\(doc.table)\(doc.netns.map { " in netns \($0)" } ?? "")"
+        "table \(doc.table)\(doc.netns.map { " in netns \($0)" } ?? ""): pools \(doc.pools.prefix(8).map(\.name).joined(separator: ", "))\(doc.pools.count > 8 ? ", …" : "")"
     }
 }

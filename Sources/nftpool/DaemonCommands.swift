@@ -172,6 +172,15 @@ struct StatusCommand: ParsableCommand {
         }
         var docs: [StatusFile.Document] = []
         var problems: [String] = []
+        if file == nil && statusFile == nil {
+            // Every daemon that answers on its control socket, live, wherever it writes its status file.
+            for socket in ControlSocket.all() {
+                guard let live = try? ControlClient.ask(.init(command: .status), at: socket, timeout: 3).status else { continue }
+                docs.append(withCurrentFigures(live))
+            }
+            let seen = Set(docs.compactMap(\.lock))
+            paths = paths.filter { path in (try? StatusFile.read(path: path)).map { $0.lock.map { !seen.contains($0) } ?? true } ?? true }
+        }
         for path in paths {
             guard let doc = try? StatusFile.read(path: path) else {
                 problems.append("no status at \(path): is `nftpool run` running?")
