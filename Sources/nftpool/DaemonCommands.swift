@@ -16,8 +16,9 @@ struct RunCommand: AsyncParsableCommand {
             Each health change is one transaction that rewrites only the slots that change. SIGHUP re-reads \
             FILE: an invalid spec is logged and the running one kept. SIGTERM/SIGINT stop the daemon and leave \
             the table in the kernel, so traffic keeps flowing (unless --cleanup-on-exit). Starting over a \
-            table an earlier run left adopts it without dropping a connection. Logs go to standard error. \
-            Exit 0 on a signal, 1 the kernel refused, 2 invalid spec.
+            table an earlier run left adopts it without dropping a connection. Logs go to standard error \
+            (--log-format json: one JSON object per line; when standard error is the journal, text lines carry \
+            syslog priorities). Exit 0 on a signal, 1 the kernel refused, 2 invalid spec.
             """
     )
 
@@ -38,6 +39,9 @@ struct RunCommand: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("Serve Prometheus metrics on /metrics and probes on /healthz and /readyz (an IPv6 address in brackets), or off.", valueName: "ADDR:PORT"))
     var metricsAddress: String = MetricsAddress.defaultText
+
+    @Option(help: ArgumentHelp("Log lines on standard error: text, or json (one object per line: ts, level, msg and fields).", valueName: "FORMAT"))
+    var logFormat: DaemonLogHandler.Format = .text
 
     func run() async throws {
         let metricsAt: MetricsAddress?
@@ -62,11 +66,8 @@ struct RunCommand: AsyncParsableCommand {
         if let netns = options.netns {
             try reexecInside(netns)
         }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .info
-            return handler
-        }
+        let logFormat = self.logFormat
+        LoggingSystem.bootstrap { label in DaemonLogHandler.standardError(label: label, format: logFormat) }
         var daemonOptions = Daemon.Options(specPath: input.file, spec: spec, netns: ProcessInfo.processInfo.environment[namespaceVariable])
         daemonOptions.force = options.force
         daemonOptions.cleanupOnExit = cleanupOnExit
@@ -125,6 +126,8 @@ func reexecInside(_ netns: String) throws {
     Stderr.print("cannot re-execute nftpool inside namespace \(netns): \(String(cString: strerror(errno)))")
     throw ExitCode(ExitStatus.kernelRefused)
 }
+
+extension DaemonLogHandler.Format: ExpressibleByArgument {}
 
 enum StatusOutput: String, ExpressibleByArgument, CaseIterable {
     case text, json
