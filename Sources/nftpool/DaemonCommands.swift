@@ -95,7 +95,7 @@ struct RunCommand: AsyncParsableCommand {
             Stderr.print("nftpool run: \(error)")
             throw ExitCode(ExitStatus.kernelRefused)
         } catch {
-            Stderr.print("nftpool run: \(error)")
+            Stderr.print("nftpool run: \(ErrorText.line(error))")
             throw ExitCode(ExitStatus.kernelRefused)
         }
     }
