@@ -120,7 +120,7 @@ func reexecInside(_ netns: String) throws {
     // keepalived's liveness check of an HA node looks for.
     var path = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
     let n = readlink("/proc/self/exe", &path, path.count - 1)
-    if n > 0 { execv(String(cString: path), cArgs) }
+    if n > 0 { execv(String(decoding: path[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self), cArgs) }
     // The binary was replaced or deleted meanwhile (readlink says "... (deleted)"): the open one.
     execv("/proc/self/exe", cArgs)
     Stderr.print("cannot re-execute nftpool inside namespace \(netns): \(String(cString: strerror(errno)))")
