@@ -93,8 +93,10 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
         // The kernel layer's plans and batches, computed without a kernel: runs without root.
         .testTarget(name: "KernelPlanTests", dependencies: ["Ruleset", "PoolSpec", "Kernel", "TestSupport"]),
-        // The daemon's decisions against the in-memory FakeKernel: runs without root.
-        .testTarget(name: "DaemonCoreTests", dependencies: ["Daemon", "Kernel", "Ruleset", "PoolSpec", "Probes"]),
+        // The daemon's decisions against the in-memory FakeKernel, and its log lines: runs without root.
+        .testTarget(
+            name: "DaemonCoreTests",
+            dependencies: ["Daemon", "Kernel", "Ruleset", "PoolSpec", "Probes", .product(name: "Logging", package: "swift-log")]),
         // The metrics families, health verdicts and sd_notify datagrams, without a kernel or root.
         .testTarget(name: "NftpoolMetricsTests", dependencies: ["NftpoolMetrics", "Daemon", "Probes", "PoolSpec", "TestSupport"]),
         // deploy/: alert rules (promtool), the systemd unit (systemd-analyze), the static pod (kubernetes-validate).

@@ -431,7 +431,7 @@ public final class Daemon {
     }
 
     func log(_ lines: [DaemonCore.Line]) {
-        for line in lines { logger.log(level: line.level, "\(line.text)") }
+        for line in lines { logger.log(level: line.level, "\(line.text)", metadata: line.metadata.isEmpty ? nil : line.metadata) }
     }
 
     /// Starts or keeps a probe loop per checked backend (not disabled ones); returns probe id → backend.

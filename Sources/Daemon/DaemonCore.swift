@@ -15,6 +15,8 @@ public final class DaemonCore {
     public struct Line: Equatable, Sendable, CustomStringConvertible {
         public var level: Logger.Level
         public var text: String
+        /// Structured fields for `--log-format json` (a transition's pool, backend, from, to, …).
+        public var metadata: Logger.Metadata = [:]
         public var description: String { "\(level): \(text)" }
     }
 
@@ -117,7 +119,7 @@ public final class DaemonCore {
         var (outcome, extra) = sync(now: now)
         if changes.count > 1 { outcome += " (with \(changes.count - 1) other change\(changes.count == 2 ? "" : "s"))" }
         let lines = changes.map { ref, t in
-            Line(level: .notice, text: "pool \(ref.pool) backend \(ref.endpoint): \(t.from.rawValue) → \(t.to.rawValue) (\(t.reason)) after \(Self.text(t.after)) \(t.from.rawValue); \(outcome)")
+            Line(level: .notice, text: "pool \(ref.pool) backend \(ref.endpoint): \(t.from.rawValue) → \(t.to.rawValue) (\(t.reason)) after \(Self.text(t.after)) \(t.from.rawValue); \(outcome)", metadata: .transition(ref, t))
         }
         return lines + extra
     }
@@ -250,7 +252,7 @@ public final class DaemonCore {
         do {
             let closed = try kernel.deleteConnections(to: targets.map(\.target))
             return zip(targets, closed).map { t, n in
-                return Line(level: .notice, text: "pool \(t.ref.pool) backend \(t.ref.endpoint): closed \(n) connection\(n == 1 ? "" : "s") (onBackendDown: close-connections)")
+                return Line(level: .notice, text: "pool \(t.ref.pool) backend \(t.ref.endpoint): closed \(n) connection\(n == 1 ? "" : "s") (onBackendDown: close-connections)", metadata: .closed(t.ref, n))
             }
         } catch {
             pendingClose.formUnion(refs)  // tried again after the next commit

@@ -16,8 +16,9 @@ struct RunCommand: AsyncParsableCommand {
             Each health change is one transaction that rewrites only the slots that change. SIGHUP re-reads \
             FILE: an invalid spec is logged and the running one kept. SIGTERM/SIGINT stop the daemon and leave \
             the table in the kernel, so traffic keeps flowing (unless --cleanup-on-exit). Starting over a \
-            table an earlier run left adopts it without dropping a connection. Logs go to standard error. \
-            Exit 0 on a signal, 1 the kernel refused, 2 invalid spec.
+            table an earlier run left adopts it without dropping a connection. Logs go to standard error \
+            (--log-format json: one JSON object per line; when standard error is the journal, text lines carry \
+            syslog priorities). Exit 0 on a signal, 1 the kernel refused, 2 invalid spec.
             """
     )
 
@@ -42,6 +43,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Serve Prometheus metrics on /metrics and probes on /healthz and /readyz (an IPv6 address in brackets), or off.", valueName: "ADDR:PORT"))
     var metricsAddress: String = MetricsAddress.defaultText
 
+    @Option(help: ArgumentHelp("Log lines on standard error: text, or json (one object per line: ts, level, msg and fields).", valueName: "FORMAT"))
+    var logFormat: DaemonLogHandler.Format = .text
+
     func run() async throws {
         let metricsAt: MetricsAddress?
         do {
@@ -65,11 +69,8 @@ struct RunCommand: AsyncParsableCommand {
         if let netns = options.netns {
             try reexecInside(netns)
         }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .info
-            return handler
-        }
+        let logFormat = self.logFormat
+        LoggingSystem.bootstrap { label in DaemonLogHandler.standardError(label: label, format: logFormat) }
         var daemonOptions = Daemon.Options(specPath: input.file, spec: spec, netns: ProcessInfo.processInfo.environment[namespaceVariable])
         daemonOptions.force = options.force
         daemonOptions.cleanupOnExit = cleanupOnExit
@@ -98,7 +99,7 @@ struct RunCommand: AsyncParsableCommand {
             Stderr.print("nftpool run: \(error)")
             throw ExitCode(ExitStatus.kernelRefused)
         } catch {
-            Stderr.print("nftpool run: \(error)")
+            Stderr.print("nftpool run: \(ErrorText.line(error))")
             throw ExitCode(ExitStatus.kernelRefused)
         }
     }
@@ -123,12 +124,14 @@ func reexecInside(_ netns: String) throws {
     // keepalived's liveness check of an HA node looks for.
     var path = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
     let n = readlink("/proc/self/exe", &path, path.count - 1)
-    if n > 0 { execv(String(cString: path), cArgs) }
+    if n > 0 { execv(String(decoding: path[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self), cArgs) }
     // The binary was replaced or deleted meanwhile (readlink says "... (deleted)"): the open one.
     execv("/proc/self/exe", cArgs)
     Stderr.print("cannot re-execute nftpool inside namespace \(netns): \(String(cString: strerror(errno)))")
     throw ExitCode(ExitStatus.kernelRefused)
 }
+
+extension DaemonLogHandler.Format: ExpressibleByArgument {}
 
 enum StatusOutput: String, ExpressibleByArgument, CaseIterable {
     case text, json

@@ -104,6 +104,64 @@ import TestSupport
         #expect(r.err == "spec: cannot read \(spec.path): Permission denied\n")
     }
 
+    /// "Errors printed to users never carry build paths or raw error-domain dumps."
+    static func expectPlainLine(_ err: String, _ context: String) {
+        #expect(err.hasSuffix("\n") && err.dropLast().allSatisfy { $0 != "\n" }, "one line, \(context): \(err)")
+        for raw in ["Error Domain", "NSCocoaErrorDomain", "NSPOSIXErrorDomain", "UserInfo", Repo.root.path] {
+            #expect(!err.contains(raw), "\(context): \(err)")
+        }
+    }
+
+    /// Every command that takes FILE: a missing one, a directory and (as another user) one without read
+    /// permission are one line naming it, exit 2, and nothing on standard output.
+    @Test func everyCommandSaysWhyItCannotReadTheSpec() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("nftpool-noread-\(getpid())-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let locked = dir.appendingPathComponent("spec.yaml")
+        try FileManager.default.copyItem(atPath: Repo.rulesets.appendingPathComponent("weighted.yaml").path, toPath: locked.path)
+        try FileManager.default.setAttributes([.posixPermissions: 0o000], ofItemAtPath: locked.path)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: dir.path)
+        let commands: [[String]] = [
+            ["validate"], ["render"], ["diff"], ["apply"], ["delete"], ["run", "--metrics-address", "off"], ["status"],
+            ["ha-config", "--node", "lb-a", "--dir", dir.appendingPathComponent("out").path],
+        ]
+        for command in commands {
+            for (file, reason) in [("/nonexistent/spec.yaml", "No such file or directory"), (dir.path, "Is a directory")] {
+                let r = try Repo.run(Repo.nftpool, command + [file])
+                #expect(r.status == 2 && r.out.isEmpty, "\(command) \(file): \(r)")
+                #expect(r.err == "spec: cannot read \(file): \(reason)\n", "\(command) \(file)")
+                Self.expectPlainLine(r.err, "\(command) \(file)")
+            }
+            // chmod 000 stops everyone but root: read as another user.
+            let r = getuid() == 0
+                ? try Repo.run(URL(fileURLWithPath: "/usr/bin/setpriv"), ["--reuid=65534", "--regid=65534", "--clear-groups", Repo.nftpool.path] + command + [locked.path])
+                : try Repo.run(Repo.nftpool, command + [locked.path])
+            #expect(r.status == 2 && r.out.isEmpty, "\(command): \(r)")
+            #expect(r.err == "spec: cannot read \(locked.path): Permission denied\n", "\(command)")
+        }
+    }
+
+    /// `run`'s last-resort error line: a Foundation error (the HA runtime directory cannot be made, its
+    /// parent is a file) used to print as `Error Domain=NSCocoaErrorDomain Code=512 … UserInfo={…}`. In a
+    /// scratch network namespace: the daemon stops before any netlink, but takes its table's lock.
+    @Test func runSaysWhatFailedOnWhichFileInOneLine() throws {
+        guard getuid() == 0 else { return }  // a network namespace needs root
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("nftpool-runerr-\(getpid())-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: root) }
+        let file = root.appendingPathComponent("file").path
+        try "x".write(toFile: file, atomically: true, encoding: .utf8)
+        let ns = try ScratchNamespace("runerr")
+        let r = try ns.exec(Repo.nftpool.path, [
+            "run", Repo.rulesets.appendingPathComponent("ha-pair.yaml").path, "--node", "lb-a", "--runtime-dir", "\(file)/sub",
+            "--metrics-address", "off", "--status-file", root.appendingPathComponent("status.json").path,
+        ])
+        #expect(r.status == 1 && r.out.isEmpty, "\(r)")
+        #expect(r.err == "nftpool run: cannot write \(file)/sub: Not a directory\n")
+        Self.expectPlainLine(r.err, "run")
+    }
+
     @Test func helpListsEveryCommand() throws {
         let r = try Repo.run(Repo.nftpool, ["--help"])
         #expect(r.status == 0)

@@ -273,10 +273,17 @@ public final class Sandbox {
 
     /// Starts `nftpool run --netns <lb>` on the spec; its log goes to daemonLog. `fromStdin`: the spec
     /// is given as `-` on standard input (written and closed at once) instead of the spec file.
-    /// `environment`: variables added to the daemon's (NOTIFY_SOCKET, say).
-    public func startDaemon(_ spec: String, extra: [String] = [], fromStdin: Bool = false, environment: [String: String] = [:]) throws {
+    /// `environment`: variables added to the daemon's (NOTIFY_SOCKET, say). `journal`: `$JOURNAL_STREAM`
+    /// names the log file (its device:inode), as systemd names journald's stream.
+    public func startDaemon(_ spec: String, extra: [String] = [], fromStdin: Bool = false, environment: [String: String] = [:], journal: Bool = false) throws {
         try spec.write(to: specFile, atomically: true, encoding: .utf8)
-        FileManager.default.createFile(atPath: daemonLog.path, contents: nil)
+        guard FileManager.default.createFile(atPath: daemonLog.path, contents: nil) else { throw KernelTestError("cannot create \(daemonLog.path)") }
+        var environment = environment
+        if journal {
+            var st = stat()
+            guard stat(daemonLog.path, &st) == 0 else { throw KernelTestError("cannot stat \(daemonLog.path)") }
+            environment["JOURNAL_STREAM"] = "\(st.st_dev):\(st.st_ino)"
+        }
         let p = Process()
         p.executableURL = Repo.nftpool
         p.arguments = ["run", "--netns", lb, "--status-file", statusFile.path] + extra + [fromStdin ? "-" : specFile.path]
