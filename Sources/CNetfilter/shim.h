@@ -17,6 +17,7 @@
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
+#include <linux/netfilter/nfnetlink_log.h>
 #include <linux/netfilter/nf_conntrack_common.h>
 #include <libmnl/libmnl.h>
 #include <libnftnl/batch.h>

@@ -17,6 +17,10 @@ enum Expr: Equatable {
     case hash(sreg: UInt32, dreg: UInt32, length: UInt32, modulus: UInt32, seed: UInt32)
     case counter
     case reject(type: UInt32, code: UInt8)
+    /// `limit rate R/second burst B packets`
+    case limit(rate: UInt64, unit: UInt64, burst: UInt32, type: UInt32, flags: UInt32)
+    /// `log group G snaplen S`: to nfnetlink_log.
+    case log(group: UInt16, snaplen: UInt32)
     /// A rule's own verdict (`drop`): immediate into the verdict register.
     case immediate(verdict: Int32)
     /// Read back from the kernel and not one nftpool writes: never equal to a rule of ours.
@@ -34,6 +38,8 @@ enum Expr: Equatable {
         case .hash: return "nft_hash"
         case .counter: return "nft_counter"
         case .reject: return "nft_reject_inet"
+        case .limit: return "nft_limit"
+        case .log: return "nft_log"
         case .immediate: return "nf_tables"
         }
     }
@@ -90,6 +96,12 @@ extension Expr {
                 modulus: u32(NFTNL_EXPR_HASH_MODULUS), seed: u32(NFTNL_EXPR_HASH_SEED))
         case "counter": self = .counter
         case "reject": self = .reject(type: u32(NFTNL_EXPR_REJECT_TYPE), code: nftnl_expr_get_u8(e, UInt16(NFTNL_EXPR_REJECT_CODE)))
+        case "limit":
+            self = .limit(
+                rate: nftnl_expr_get_u64(e, UInt16(NFTNL_EXPR_LIMIT_RATE)), unit: nftnl_expr_get_u64(e, UInt16(NFTNL_EXPR_LIMIT_UNIT)),
+                burst: u32(NFTNL_EXPR_LIMIT_BURST), type: u32(NFTNL_EXPR_LIMIT_TYPE), flags: u32(NFTNL_EXPR_LIMIT_FLAGS))
+        case "log" where !has(NFTNL_EXPR_LOG_PREFIX) && !has(NFTNL_EXPR_LOG_LEVEL) && !has(NFTNL_EXPR_LOG_FLAGS):
+            self = .log(group: nftnl_expr_get_u16(e, UInt16(NFTNL_EXPR_LOG_GROUP)), snaplen: u32(NFTNL_EXPR_LOG_SNAPLEN))
         case "immediate" where u32(NFTNL_EXPR_IMM_DREG) == Registers.verdict && has(NFTNL_EXPR_IMM_VERDICT):
             self = .immediate(verdict: Int32(bitPattern: u32(NFTNL_EXPR_IMM_VERDICT)))
         default: self = .unknown(name)
@@ -135,6 +147,20 @@ extension Rule {
              .cmp(sreg: Registers.r1, op: eq, data: [p == .tcp ? 6 : 17])]
         }
         func family(_ f: IPFamily) -> UInt32 { UInt32(f == .ipv4 ? NFPROTO_IPV4 : NFPROTO_IPV6) }
+        func ctReply() -> [Expr] {
+            [.ct(key: UInt32(NFT_CT_DIRECTION.rawValue), dreg: Registers.r1, direction: nil),
+             .cmp(sreg: Registers.r1, op: eq, data: [1])]  // IP_CT_DIR_REPLY
+        }
+        /// `ct reply ip saddr . ct reply proto-src @set`: the backend the flow was DNATed to.
+        func replySource(_ f: IPFamily, set: String) -> [Expr] {
+            [.ct(key: UInt32((f == .ipv4 ? NFT_CT_SRC_IP : NFT_CT_SRC_IP6).rawValue), dreg: Registers.r1, direction: 1),
+             .ct(key: UInt32(NFT_CT_PROTO_SRC.rawValue), dreg: f == .ipv4 ? Registers.r32(1) : Registers.r2, direction: 1),
+             .lookup(set: set, sreg: Registers.r1, dreg: nil)]
+        }
+        func passiveLog(_ log: PassiveLog) -> [Expr] {
+            [.limit(rate: UInt64(log.ratePerSecond), unit: 1, burst: UInt32(log.burst), type: UInt32(NFT_LIMIT_PKTS.rawValue), flags: 0),
+             .log(group: log.group, snaplen: UInt32(log.snaplen))]
+        }
 
         switch self {
         case .dispatch(let f, let map):
@@ -152,6 +178,37 @@ extension Rule {
             return l4proto(.tcp) + [.reject(type: UInt32(NFT_REJECT_TCP_RST.rawValue), code: 0)]
         case .reject:
             return [.reject(type: UInt32(NFT_REJECT_ICMPX_UNREACH.rawValue), code: UInt8(NFT_REJECT_ICMPX_PORT_UNREACH.rawValue))]
+        case .passiveReset(let f, let set, let log):
+            let assuredOrDNAT: UInt8 = 0x04 | 0x20, dnat: UInt8 = 0x20  // IPS_ASSURED | IPS_DST_NAT
+            let rst: UInt8 = 0x04
+            return nfproto(f) + ctReply() + [
+                .ct(key: UInt32(NFT_CT_STATUS.rawValue), dreg: Registers.r1, direction: nil),
+                .bitwise(sreg: Registers.r1, dreg: Registers.r1, length: 4, mask: [assuredOrDNAT, 0, 0, 0], xor: [0, 0, 0, 0]),
+                .cmp(sreg: Registers.r1, op: eq, data: [dnat, 0, 0, 0]),
+            ] + l4proto(.tcp) + [
+                .payload(base: transportHeader, offset: 13, length: 1, dreg: Registers.r1),
+                .bitwise(sreg: Registers.r1, dreg: Registers.r1, length: 1, mask: [rst], xor: [0]),
+                .cmp(sreg: Registers.r1, op: neq, data: [0]),
+            ] + replySource(f, set: set) + passiveLog(log)
+        case .passiveUnreachable(let f, let set, let log):
+            let related: UInt8 = 0x04  // NF_CT_STATE_BIT(IP_CT_RELATED)
+            var exprs = ctReply() + ctStatusDNAT + [
+                .ct(key: UInt32(NFT_CT_STATE.rawValue), dreg: Registers.r1, direction: nil),
+                .bitwise(sreg: Registers.r1, dreg: Registers.r1, length: 4, mask: [related, 0, 0, 0], xor: [0, 0, 0, 0]),
+                .cmp(sreg: Registers.r1, op: neq, data: [0, 0, 0, 0]),
+            ] + nfproto(f) + [
+                .meta(key: UInt32(NFT_META_L4PROTO.rawValue), dreg: Registers.r1),
+                .cmp(sreg: Registers.r1, op: eq, data: [f == .ipv4 ? 1 : 58]),  // icmp, ipv6-icmp
+                .payload(base: transportHeader, offset: 0, length: 1, dreg: Registers.r1),
+                .cmp(sreg: Registers.r1, op: eq, data: [f == .ipv4 ? 3 : 1]),  // destination unreachable
+            ]
+            if f == .ipv4 {
+                exprs += [
+                    .payload(base: transportHeader, offset: 1, length: 1, dreg: Registers.r1),
+                    .cmp(sreg: Registers.r1, op: neq, data: [4]),  // fragmentation needed: path MTU, not a failure
+                ]
+            }
+            return exprs + replySource(f, set: set) + passiveLog(log)
         case .dropUnsynced(let f, let set):
             // The order nft itself emits for the rule text (`nft --debug=netlink`).
             let ctStateInvalidOrNew: UInt8 = 0x01 | 0x08  // NF_CT_STATE_INVALID_BIT | NF_CT_STATE_BIT(NEW)

@@ -193,6 +193,7 @@ enum TableMessages {
                 let hook: Int32
                 switch base.hook {
                 case .prerouting: hook = Int32(NF_INET_PRE_ROUTING.rawValue)
+                case .input: hook = Int32(NF_INET_LOCAL_IN.rawValue)
                 case .output: hook = Int32(NF_INET_LOCAL_OUT.rawValue)
                 case .postrouting: hook = Int32(NF_INET_POST_ROUTING.rawValue)
                 case .forward: hook = Int32(NF_INET_FORWARD.rawValue)
@@ -306,6 +307,19 @@ enum TableMessages {
             let e = new("immediate")
             u32(e, NFTNL_EXPR_IMM_DREG, Registers.verdict)
             u32(e, NFTNL_EXPR_IMM_VERDICT, UInt32(bitPattern: verdict))
+            return e
+        case .limit(let rate, let unit, let burst, let type, let flags):
+            let e = new("limit")
+            nftnl_expr_set_u64(e, UInt16(NFTNL_EXPR_LIMIT_RATE), rate)
+            nftnl_expr_set_u64(e, UInt16(NFTNL_EXPR_LIMIT_UNIT), unit)
+            u32(e, NFTNL_EXPR_LIMIT_BURST, burst)
+            u32(e, NFTNL_EXPR_LIMIT_TYPE, type)
+            u32(e, NFTNL_EXPR_LIMIT_FLAGS, flags)
+            return e
+        case .log(let group, let snaplen):
+            let e = new("log")
+            nftnl_expr_set_u16(e, UInt16(NFTNL_EXPR_LOG_GROUP), group)
+            u32(e, NFTNL_EXPR_LOG_SNAPLEN, snaplen)
             return e
         case .reject(let type, let code):
             let e = new("reject")

@@ -159,6 +159,7 @@ extension NetfilterKernel {
             let hook: BaseChain.Hook
             switch nftnl_chain_get_u32(c, UInt16(NFTNL_CHAIN_HOOKNUM.rawValue)) {
             case UInt32(NF_INET_PRE_ROUTING.rawValue): hook = .prerouting
+            case UInt32(NF_INET_LOCAL_IN.rawValue): hook = .input
             case UInt32(NF_INET_LOCAL_OUT.rawValue): hook = .output
             case UInt32(NF_INET_POST_ROUTING.rawValue): hook = .postrouting
             default: hook = .forward

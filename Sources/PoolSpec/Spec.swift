@@ -153,6 +153,8 @@ public struct HealthCheck: Equatable, Sendable {
     public var timeout: Duration
     public var rise: Int
     public var fall: Int
+    /// Passive health: errors the kernel sees on clients' connections mark the backend down at once.
+    public var passive: PassiveCheck?
 
     public init(
         type: HealthCheckType, port: UInt16? = nil, path: String = "/", expectStatus: [Int] = [200],
@@ -172,6 +174,20 @@ public struct HealthCheck: Equatable, Sendable {
         self.timeout = timeout
         self.rise = rise
         self.fall = fall
+    }
+}
+
+/// `healthCheck.passive`: `errorLimit` failures of clients' connections within `within` take an up backend
+/// down in one transaction; it comes back through the active check's `rise`. A failure is a TCP reset from
+/// the backend to a connection that never got established, or an ICMP destination unreachable from or
+/// about it, seen by the kernel on the DNATed flow (nftpool's table logs them to the daemon over NFLOG).
+public struct PassiveCheck: Equatable, Sendable {
+    public var errorLimit: Int
+    public var within: Duration
+
+    public init(errorLimit: Int = 3, within: Duration = .seconds(10)) {
+        self.errorLimit = errorLimit
+        self.within = within
     }
 }
 

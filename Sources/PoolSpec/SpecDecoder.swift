@@ -194,7 +194,7 @@ public enum SpecDecoder {
 
     static let healthCheckFields = [
         "type", "port", "path", "expectStatus", "host", "caFile", "insecureSkipVerify", "interval", "fastInterval",
-        "timeout", "rise", "fall",
+        "timeout", "rise", "fall", "passive",
     ]
 
     private static func readHealthCheck(_ node: SpecNode, _ path: String, _ r: inout FieldReader) -> HealthCheck? {
@@ -221,8 +221,20 @@ public enum SpecDecoder {
         if let n = f["timeout"] { check.timeout = r.duration(n, p("timeout")) ?? check.timeout }
         if let n = f["rise"] { check.rise = r.integer(n, p("rise"), in: 1...100) ?? check.rise }
         if let n = f["fall"] { check.fall = r.integer(n, p("fall"), in: 1...100) ?? check.fall }
+        if let n = f["passive"] { check.passive = readPassive(n, p("passive"), &r) }
         SpecRules.checkHealthCheck(check, present: Set(f.keys), path, &r)
         return r.errors.count == before ? check : nil
+    }
+}
+
+extension SpecDecoder {
+    static func readPassive(_ node: SpecNode, _ path: String, _ r: inout FieldReader) -> PassiveCheck? {
+        let before = r.errors.count
+        guard let f = r.mapping(node, path, allowed: ["errorLimit", "within"]) else { return nil }
+        var passive = PassiveCheck()
+        if let n = f["errorLimit"] { passive.errorLimit = r.integer(n, FieldReader.join(path, "errorLimit"), in: 1...1000) ?? passive.errorLimit }
+        if let n = f["within"] { passive.within = r.duration(n, FieldReader.join(path, "within")) ?? passive.within }
+        return r.errors.count == before ? passive : nil
     }
 }
 

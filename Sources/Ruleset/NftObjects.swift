@@ -148,7 +148,7 @@ public struct Chain: Equatable, Sendable {
 
 public struct BaseChain: Equatable, Sendable {
     public enum Kind: String, Sendable { case nat, filter }
-    public enum Hook: String, Sendable { case prerouting, output, postrouting, forward }
+    public enum Hook: String, Sendable { case prerouting, input, output, postrouting, forward }
 
     public var kind: Kind
     public var hook: Hook
@@ -192,6 +192,31 @@ public enum Rule: Equatable, Sendable {
     /// the new master before conntrackd's copy) is dropped, so TCP retransmits it, instead of being picked
     /// up loose and answered with a reset by the local stack or a different backend.
     case dropUnsynced(IPFamily, set: String)
+    /// `meta nfproto ipv4 ct direction reply ct status dnat / assured,dnat tcp flags rst ct reply ip saddr .
+    /// ct reply proto-src @passive-v4 limit rate 200/second burst 50 packets log group G snaplen 128`: a backend
+    /// resetting a connection that never got established (its server is gone) is logged to the daemon.
+    case passiveReset(IPFamily, set: String, log: PassiveLog)
+    /// `ct direction reply ct status dnat ct state related icmp type destination-unreachable icmp code !=
+    /// frag-needed ct reply ip saddr . ct reply proto-src @passive-v4 limit … log group G snaplen 128`: an ICMP
+    /// error from or about a backend, on a DNATed flow (path MTU messages are not failures).
+    case passiveUnreachable(IPFamily, set: String, log: PassiveLog)
+}
+
+/// Where passive-health rules log, and how much: the NFLOG group the daemon listens on, a rate limit so a
+/// flood of resets costs bounded CPU, and enough of each packet for the headers (IPv6 + ICMPv6 + the
+/// inner IPv6 and transport headers: 96 bytes).
+public struct PassiveLog: Equatable, Sendable {
+    public var group: UInt16
+    public var ratePerSecond: Int
+    public var burst: Int
+    public var snaplen: Int
+
+    public init(group: UInt16, ratePerSecond: Int = 200, burst: Int = 50, snaplen: Int = 128) {
+        self.group = group
+        self.ratePerSecond = ratePerSecond
+        self.burst = burst
+        self.snaplen = snaplen
+    }
 }
 
 public struct SlotDNAT: Equatable, Sendable {

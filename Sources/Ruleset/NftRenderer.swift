@@ -78,6 +78,10 @@ public enum NftRenderer {
         return s + "\t}\n"
     }
 
+    static func render(_ log: PassiveLog) -> String {
+        "limit rate \(log.ratePerSecond)/second burst \(log.burst) packets log group \(log.group) snaplen \(log.snaplen)"
+    }
+
     /// nft's names for the standard priorities; a number where nft 1.0.6 refuses the name (nat output).
     static func priority(_ base: BaseChain) -> String {
         switch (base.kind, base.hook, base.priority) {
@@ -102,6 +106,13 @@ public enum NftRenderer {
             return "meta l4proto tcp reject with tcp reset"
         case .reject:
             return "reject"
+        case .passiveReset(let f, let set, let log):
+            let ip = ipKeyword(f)
+            return "meta nfproto \(f == .ipv4 ? "ipv4" : "ipv6") ct direction reply ct status dnat / assured,dnat tcp flags rst ct reply \(ip) saddr . ct reply proto-src @\(set) \(render(log))"
+        case .passiveUnreachable(let f, let set, let log):
+            let ip = ipKeyword(f)
+            let icmp = f == .ipv4 ? "icmp type destination-unreachable icmp code != frag-needed" : "icmpv6 type destination-unreachable"
+            return "ct direction reply ct status dnat ct state related \(icmp) ct reply \(ip) saddr . ct reply proto-src @\(set) \(render(log))"
         case .dropUnsynced(let f, let set):
             return "meta l4proto tcp \(ipKeyword(f)) daddr @\(set) ct state invalid,new tcp flags & (fin | syn | rst | ack) != syn drop"
         case .dnat(let d):

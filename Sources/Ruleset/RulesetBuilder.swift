@@ -9,6 +9,13 @@ public enum RulesetBuilder {
     /// With `ha` only: drops packets of connections this node has no state for yet (takeover window).
     public static let haGuardChain = "ha-takeover-guard"
     static func floatingSetName(_ family: IPFamily) -> String { "floating-\(suffix(family))" }
+    static func passiveSetName(_ family: IPFamily) -> String { "passive-\(suffix(family))" }
+
+    /// The NFLOG group a table's passive-health rules log to: from its name, so that two daemons' tables
+    /// in one namespace use two groups, and every node renders the same rule.
+    public static func passiveLogGroup(table: String) -> UInt16 {
+        UInt16(1000 + StableHash.hash64(table) % 60_000)
+    }
 
     /// Auto-sized tables hold at least max(128, 8 × backends) slots, so that when a backend goes down its
     /// slots spread over the others finely enough (imbalance ~ backends/slots).
@@ -76,6 +83,17 @@ public enum RulesetBuilder {
                         elements: floating.filter { $0.family == family }.sorted().map { Element(key: [.address($0)]) }))
             }
         }
+        let passive = spec.pools.filter { $0.healthCheck?.passive != nil }
+        if !passive.isEmpty {
+            // The backends whose failures count, by the reply tuple's source (address . port).
+            for family in [IPFamily.ipv4, .ipv6] {
+                let keys = Set(passive.filter { $0.family == family }.flatMap { p in p.backends.map { [Value.address($0.address), .port($0.port)] } })
+                sets.append(
+                    NamedSet(
+                        name: passiveSetName(family), key: .types([.address(family), .inetService]),
+                        elements: keys.sorted { $0.lexicographicallyPrecedes($1) }.map { Element(key: $0) }))
+            }
+        }
         sets += pools.map(\.slotMap)
 
         let dispatch = [Rule.dispatch(.ipv4, map: "frontends-v4"), .dispatch(.ipv6, map: "frontends-v6")]
@@ -93,6 +111,17 @@ public enum RulesetBuilder {
             Chain(name: "filter-output", base: BaseChain(kind: .filter, hook: .output, priority: 0), rules: count),
             Chain(name: rejectChain, rules: [.rejectWithTCPReset, .reject]),
         ]
+        let passivePools = spec.pools.filter { $0.healthCheck?.passive != nil }
+        if !passivePools.isEmpty {
+            let log = PassiveLog(group: passiveLogGroup(table: spec.table))
+            let rules: [Rule] = [IPFamily.ipv4, .ipv6].flatMap { f in
+                [Rule.passiveReset(f, set: passiveSetName(f), log: log), .passiveUnreachable(f, set: passiveSetName(f), log: log)]
+            }
+            // Forward: clients elsewhere. Input: clients on this host (their replies are un-NATed after
+            // filter input, so the backend is still the source there, as in forward).
+            chains[chains.firstIndex { $0.name == "filter-forward" }!].rules += rules
+            chains.append(Chain(name: "filter-input", base: BaseChain(kind: .filter, hook: .input, priority: 0), rules: rules))
+        }
         if spec.ha != nil {
             // After conntrack (-200), before dnat (-100): sees loose pickups before they are NATed.
             chains.append(
