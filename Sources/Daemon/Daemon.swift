@@ -51,6 +51,8 @@ public final class Daemon {
         case role(HANodeLink.Role, Int)
         /// A peer's beat and how long ago it arrived.
         case peer(HAPeerBeat, Duration)
+        /// Clients' connections failing, as the kernel logged them (passive health).
+        case passive([PassiveSignal])
         /// A request on the control socket (`nftpool backend …`, `nftpool status`).
         case control(ControlMessage.Request, ControlSocket.Responder)
     }
@@ -233,6 +235,25 @@ public final class Daemon {
         }
         defer { ticker.cancel() }
         var refs = watch(core.spec, health: core.health, monitor: monitor)
+        // Passive health: the table's NFLOG group, read on a thread of its own once any pool asks for it.
+        var passiveListening = false
+        func listenPassive() {
+            guard !passiveListening, core.spec.pools.contains(where: { $0.healthCheck?.passive != nil }) else { return }
+            do {
+                let listener = try PassiveHealthListener(group: RulesetBuilder.passiveLogGroup(table: table))
+                passiveListening = true
+                Thread {
+                    while !stopMonitor.withLockedValue({ $0 }) {
+                        let signals = listener.next()
+                        if !signals.isEmpty { sink.yield(.passive(signals)) }
+                    }
+                }.start()
+                logger.info("passive health: listening on NFLOG group \(listener.group)\(listener.withConntrack ? "" : " (without conntrack entries: backends named by the packets' headers)")")
+            } catch {
+                logger.error("passive health is off: \(error); backends go down by their active checks only")
+            }
+        }
+        listenPassive()
         let statusPath = options.statusPath ?? StatusFile.defaultPath(table: table, namespace: DaemonLock.namespaceID())
         let status = StatusFile(path: statusPath)
         var control: ControlSocket?
@@ -322,6 +343,18 @@ public final class Daemon {
                 // Beats come every advert interval: the status is rewritten only when one says something new.
                 guard lines.isEmpty, before == [b.role, "\(b.priority)", "\(b.resynced)", b.table_digest] else { break }
                 continue
+            case .passive(let signals):
+                let (lines, down) = core.passiveSignals(signals, now: now) { ref in
+                    monitor.status()[ref.description].map { $0.since.duration(to: now) } ?? .zero
+                }
+                log(lines)
+                for (ref, transition) in down {
+                    for o in observers { o.transition(ref.description, transition) }
+                    // The probes learn it too: they restart at fastInterval and bring it back after `rise`.
+                    monitor.markDown(ref.description, reason: transition.reason) { _ in }
+                }
+                if down.isEmpty { continue }
+                publishTrack(now: now)
             case .monitorFailed(let why):
                 ledger.eventsAlive = false
                 logger.warning("no nftables events (\(why)): foreign changes are found by the generation check every \(DurationText.format(options.generationCheck))")
@@ -348,6 +381,7 @@ public final class Daemon {
                     // Rotated certificates: the next https probe reads its caFile again.
                     prober.reloadTrust()
                     refs = watch(core.spec, health: core.health, monitor: monitor)
+                    listenPassive()
                 } catch {
                     for e in error.errors { logger.error("reload: \(e.description)") }
                     logger.error("reload: the new spec is invalid; keeping the running one")

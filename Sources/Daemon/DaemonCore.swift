@@ -51,6 +51,8 @@ public final class DaemonCore {
     public private(set) var repairs = 0
 
     var recentRepairs: [ContinuousClock.Instant] = []
+    /// Passive health: each backend's recent failures, within its pool's `passive.within`.
+    var passiveErrors: [BackendRef: [ContinuousClock.Instant]] = [:]
     /// Set once our first apply landed: from then on the table is ours, and a same-named table without
     /// our mark (someone deleted ours and made their own in one transaction) is a hand edit to undo.
     var owns = false

@@ -50,6 +50,9 @@ public final class PassiveHealthListener: @unchecked Sendable {
         try configure([Self.attribute(UInt16(NFULA_CFG_CMD.rawValue), [UInt8(NFULNL_CFG_CMD_BIND.rawValue)])], seq: 1, what: "bind NFLOG group \(group)")
         let range = [UInt8(snaplen >> 24 & 0xff), UInt8(snaplen >> 16 & 0xff), UInt8(snaplen >> 8 & 0xff), UInt8(snaplen & 0xff)]
         try configure([Self.attribute(UInt16(NFULA_CFG_MODE.rawValue), range + [UInt8(NFULNL_COPY_PACKET), 0])], seq: 2, what: "set the NFLOG copy mode")
+        // Each packet at once: by default the kernel batches up to 100 packets or one second, and a backend's
+        // first reset would reach us a second late (measured: a killed server was found by its probes first).
+        try configure([Self.attribute(UInt16(NFULA_CFG_QTHRESH.rawValue), [0, 0, 0, 1])], seq: 4, what: "set the NFLOG queue threshold")
         // With each packet its conntrack entry: the reply tuple names the backend on every path. The packet's
         // own source does not: a reply generated on this host is un-NATed before the input hook sees it.
         // Kernels without CONFIG_NETFILTER_NETLINK_GLUE_CT (this test machine's) refuse it (EOPNOTSUPP): then

@@ -67,6 +67,14 @@ public final class HealthMonitor: Sendable {
         stopped.forEach { $0.stop() }
     }
 
+    /// Takes a backend down from outside its probes (passive health). Its probes restart at fastInterval
+    /// and it comes back after `rise` of them. Returns at once; `done` gets the transition (nil when the
+    /// probes already had it down, or the id is not watched), on the backend's event loop.
+    public func markDown(_ id: String, reason: String, done: @escaping @Sendable (HealthTracker.Transition?) -> Void) {
+        guard let schedule = probes.withLockedValue({ $0.all[id] }) else { return done(nil) }
+        schedule.markDown(reason: reason, done: done)
+    }
+
     public func stopAll() {
         retain(only: [])
     }
@@ -93,6 +101,8 @@ private final class Schedule: Sendable {
     private let random: NIOLoopBoundBox<SplitMix64>
     /// http(s): the connection kept between probes.
     private let kept: KeptConnection?
+    /// Bumped when the schedule restarts (markDown): a wake or a probe result of an older epoch is dropped.
+    private let epoch: NIOLoopBoundBox<Int>
 
     init(id: String, target: ProbeTarget, initial: HealthTracker.State, reason: String, prober: Prober,
          wheel: ProbeWheel, handler: @escaping HealthMonitor.Handler, observer: HealthMonitor.Observer?) {
@@ -106,6 +116,7 @@ private final class Schedule: Sendable {
         address = Prober.socketAddress(of: target)
         random = .makeBoxSendingValue(SplitMix64(seed: .random(in: .min ... .max)), eventLoop: wheel.loop)
         stopped = .makeBoxSendingValue(false, eventLoop: wheel.loop)
+        epoch = .makeBoxSendingValue(0, eventLoop: wheel.loop)
         kept = target.check.type == .tcp ? nil : KeptConnection()
     }
 
@@ -124,13 +135,32 @@ private final class Schedule: Sendable {
         }
     }
 
+    func markDown(reason: String, done: @escaping @Sendable (HealthTracker.Transition?) -> Void) {
+        wheel.loop.execute {
+            guard !self.stopped.value else { return done(nil) }
+            let transition = self.tracker.withLockedValue { $0.markDown(reason: reason, at: .now) }
+            if transition != nil {
+                // Probe again soon, not at the end of a stable interval; a probe in flight is disregarded.
+                self.epoch.value += 1
+                self.kept?.close()
+                self.wake(after: self.target.check.fastInterval)
+            }
+            done(transition)
+        }
+    }
+
     private func wake(after delay: Duration) {
         guard !stopped.value else { return }
-        wheel.schedule(after: delay) { self.probe() }
+        let now = epoch.value
+        wheel.schedule(after: delay) {
+            guard self.epoch.value == now else { return }
+            self.probe()
+        }
     }
 
     private func probe() {
         guard !stopped.value else { return }
+        let probeEpoch = epoch.value
         let began = ContinuousClock.now
         let started: EventLoopFuture<ProbeResult>
         switch address {
@@ -138,6 +168,7 @@ private final class Schedule: Sendable {
         case .failure: started = prober.start(target, on: wheel.loop)  // says why the address is unusable
         }
         started.whenSuccess { result in
+            guard self.epoch.value == probeEpoch else { return }
             guard !self.stopped.value else {
                 self.kept?.close()  // the probe may have kept a connection after stop() closed the last
                 return

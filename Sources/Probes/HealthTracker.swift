@@ -17,6 +17,13 @@ public struct HealthTracker: Sendable {
         public var reason: String
         /// How long the backend was in `from`.
         public var after: Duration
+
+        public init(from: State, to: State, reason: String, after: Duration) {
+            self.from = from
+            self.to = to
+            self.reason = reason
+            self.after = after
+        }
     }
 
     public private(set) var state: State
@@ -55,9 +62,26 @@ public struct HealthTracker: Sendable {
         state = t.to
         since = now
         streak = 0
+        hurried = false
         return t
     }
 
+    /// Taken down by something other than its probes (passive health saw clients' connections fail):
+    /// probes go on every fastInterval until `rise` of them bring it back. nil when it is already down.
+    public mutating func markDown(reason: String, at now: ContinuousClock.Instant) -> Transition? {
+        guard state == .up else { return nil }
+        let t = Transition(from: .up, to: .down, reason: reason, after: since.duration(to: now))
+        state = .down
+        since = now
+        streak = 0
+        lastReason = reason
+        hurried = true
+        return t
+    }
+
+    /// Probing at fastInterval after markDown, until the next transition.
+    private var hurried = false
+
     /// The wait before the next probe: fastInterval while a rise or fall is under way.
-    public var nextDelay: Duration { streak > 0 ? fastInterval : interval }
+    public var nextDelay: Duration { streak > 0 || hurried ? fastInterval : interval }
 }
