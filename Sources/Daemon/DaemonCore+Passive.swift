@@ -31,6 +31,8 @@ extension DaemonCore {
                     continue
                 }
                 passiveErrors[ref] = nil
+                if let d = pool.healthCheck?.damping { damper.fell(ref, damping: d, at: now) }
+                stopRamp(ref)
                 health.down.insert(ref)
                 if pool.onBackendDown == .closeConnections { pendingClose.insert(ref) }
                 let why = passive.errorLimit == 1

@@ -50,6 +50,9 @@ extension DaemonCore {
             next.set(ref, spec: fileBackend, state: state, weight: nil, at: wall)
             // Not probed while disabled: its last health is stale, so it serves again only after its checks rise.
             if backend.state == AdminState.disabled, state != .disabled, pool.healthCheck != nil { health.down.insert(ref) }
+            // Back in service from drain: ramp up (from disabled it ramps once its checks rise).
+            if state == .enabled, backend.state != .enabled, !health.down.contains(ref) { startRamp(ref, in: pool, now: now) }
+            if state != .enabled { stopRamp(ref) }
             if state == .disabled, close {
                 pendingClose.insert(ref)
                 closing = true

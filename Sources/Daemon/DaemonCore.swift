@@ -51,6 +51,10 @@ public final class DaemonCore {
     public private(set) var repairs = 0
 
     var recentRepairs: [ContinuousClock.Instant] = []
+    /// Slowstart: when each ramping backend came back.
+    var rampStarted: [BackendRef: ContinuousClock.Instant] = [:]
+    /// Flap damping: recent falls and holds.
+    var damper = FlapDamper()
     /// Passive health: each backend's recent failures, within its pool's `passive.within`.
     var passiveErrors: [BackendRef: [ContinuousClock.Instant]] = [:]
     /// Set once our first apply landed: from then on the table is ours, and a same-named table without
@@ -101,29 +105,61 @@ public final class DaemonCore {
     /// Probe transitions, taken as one burst: one transaction, one line per transition.
     public func healthChanged(_ changes: [(ref: BackendRef, transition: HealthTracker.Transition)], now: ContinuousClock.Instant) -> [Line] {
         var pools = Set<String>()
+        // Slowstart spares a returning backend only if others were serving before this burst.
+        let servingBefore = Set(spec.pools.filter { $0.slowstart != nil }.flatMap { p in p.backends.map { BackendRef(p, $0) } }.filter(isServing))
+        /// Rises that flap damping holds down: how long, and whether it is the first hold (logged as news).
+        var held: [BackendRef: (hold: Duration, first: Bool, damping: Damping)] = [:]
         for (ref, t) in changes {
             // A transition still queued from before a reload may name a backend that is gone or no
             // longer checked: it says nothing about the spec now running.
-            guard let pool = spec.pools.first(where: { $0.name == ref.pool }), pool.healthCheck != nil,
+            guard let pool = spec.pools.first(where: { $0.name == ref.pool }), let check = pool.healthCheck,
                 pool.backends.contains(where: { $0.endpoint == ref.endpoint })
             else { continue }
             if t.to == .down {
+                if let d = check.damping { damper.fell(ref, damping: d, at: now) }
+                stopRamp(ref)
                 health.down.insert(ref)
                 if pool.onBackendDown == .closeConnections { pendingClose.insert(ref) }
             } else {
+                if let d = check.damping {
+                    let before = damper.records[ref]?.lastHold
+                    if let hold = damper.rose(ref, damping: d, at: now) {
+                        held[ref] = (hold, before == nil, d)
+                        continue  // stays down: released by tick when the hold is over
+                    }
+                }
                 health.down.remove(ref)
                 pendingClose.remove(ref)
+                startRamp(ref, in: pool, now: now, servingBefore: servingBefore)
             }
             pools.insert(ref.pool)
         }
-        guard !pools.isEmpty else { return [] }
-        for pool in pools.sorted() { desired = RulesetBuilder.updating(desired, spec: spec, pool: pool, health: health) }
-        var (outcome, extra) = sync(now: now)
-        if changes.count > 1 { outcome += " (with \(changes.count - 1) other change\(changes.count == 2 ? "" : "s"))" }
-        let lines = changes.map { ref, t in
-            Line(level: .notice, text: "pool \(ref.pool) backend \(ref.endpoint): \(t.from.rawValue) → \(t.to.rawValue) (\(t.reason)) after \(Self.text(t.after)) \(t.from.rawValue); \(outcome)", metadata: .transition(ref, t))
+        guard !pools.isEmpty || !held.isEmpty else { return [] }
+        var outcome = "nothing sent", extra: [Line] = []
+        if !pools.isEmpty {
+            for pool in pools.sorted() { desired = RulesetBuilder.updating(desired, spec: spec, pool: pool, health: health) }
+            (outcome, extra) = sync(now: now)
+            if pools.count > 1 || changes.count - held.count > 1 {
+                let others = changes.count - held.count - 1
+                if others > 0 { outcome += " (with \(others) other change\(others == 1 ? "" : "s"))" }
+            }
+        }
+        let lines = changes.compactMap { ref, t -> Line? in
+            guard spec.pools.contains(where: { $0.name == ref.pool }) else { return nil }
+            if let h = held[ref] {
+                // Logged as news once, when damping starts holding it; later holds of the same flapping spell quietly.
+                return Line(
+                    level: h.first ? .warning : .info,
+                    text: "pool \(ref.pool) backend \(ref.endpoint): \(t.from.rawValue) → \(t.to.rawValue) (\(t.reason)) after \(Self.text(t.after)) \(t.from.rawValue), but flapping (\(h.damping.falls)+ falls within \(DurationText.format(h.damping.within))): held down for \(DurationText.format(h.hold))",
+                    metadata: .transition(ref, t).merging(["held": .stringConvertible(Self.seconds(h.hold))]) { $1 })
+            }
+            return Line(level: .notice, text: "pool \(ref.pool) backend \(ref.endpoint): \(t.from.rawValue) → \(t.to.rawValue) (\(t.reason)) after \(Self.text(t.after)) \(t.from.rawValue); \(outcome)", metadata: .transition(ref, t))
         }
         return lines + extra
+    }
+
+    static func seconds(_ d: Duration) -> Double {
+        Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
 
     /// A new spec (SIGHUP). Health carries over for backends it keeps; new checked backends start down.
@@ -144,7 +180,9 @@ public final class DaemonCore {
                 if health.down.contains(ref) || !known.contains(ref) { down.insert(ref) }
             }
         }
-        let newHealth = Health(down: down)
+        // Ramps under way go on where the backend is still there and still slow-started.
+        let slow = Set(next.pools.filter { $0.slowstart != nil }.flatMap { p in p.backends.map { BackendRef(p, $0) } })
+        let newHealth = Health(down: down, ramp: health.ramp.filter { slow.contains($0.key) && !down.contains($0.key) })
         let table = RulesetBuilder.table(for: next, health: newHealth)
         do {
             let report = try kernel.apply(table, force: reclaim)
@@ -152,6 +190,8 @@ public final class DaemonCore {
             fileSpec = file
             overrides = kept
             health = newHealth
+            rampStarted = rampStarted.filter { newHealth.ramp[$0.key] != nil }
+            damper.retain { ref in next.pools.contains { $0.name == ref.pool && $0.healthCheck?.damping != nil && $0.backends.contains { $0.endpoint == ref.endpoint } } }
             desired = table
             applied = table
             failure = nil
@@ -198,7 +238,27 @@ public final class DaemonCore {
 
     /// Time passes: a refused update is retried when its backoff is over.
     public func tick(now: ContinuousClock.Instant) -> [Line] {
-        guard let f = failure, now >= f.next else { return [] }
+        var lines = releaseHeld(now: now) + advanceRamps(now: now)
+        guard let f = failure, now >= f.next else { return lines }
+        lines += retry(f, now: now)
+        return lines
+    }
+
+    /// Flap damping: backends whose hold is over serve again, in one transaction.
+    func releaseHeld(now: ContinuousClock.Instant) -> [Line] {
+        guard damper.isHolding else { return [] }
+        let due = damper.due(at: now).filter { ref in health.down.contains(ref) && spec.pools.contains { $0.name == ref.pool } }
+        guard !due.isEmpty else { return [] }
+        for ref in due {
+            health.down.remove(ref)
+            if let pool = spec.pools.first(where: { $0.name == ref.pool }) { startRamp(ref, in: pool, now: now) }
+        }
+        for pool in Set(due.map(\.pool)).sorted() { desired = RulesetBuilder.updating(desired, spec: spec, pool: pool, health: health) }
+        let (outcome, extra) = sync(now: now)
+        return due.map { Line(level: .notice, text: "pool \($0.pool) backend \($0.endpoint): hold over (flap damping), taking new connections; \(outcome)") } + extra
+    }
+
+    func retry(_ f: Failure, now: ContinuousClock.Instant) -> [Line] {
         let (outcome, extra) = sync(now: now)
         let level: Logger.Level = failure == nil ? .notice : .warning
         return [Line(level: level, text: "retry \(f.attempts) of the refused update: \(outcome)")] + extra

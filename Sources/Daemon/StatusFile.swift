@@ -100,6 +100,10 @@ public struct StatusFile: Sendable {
         public var since: Double?
         /// Slots the kernel's table gives it (from our last confirmed commit).
         public var slots: Int
+        /// Flap damping holds it down (its probes say up) until then, wall clock.
+        public var heldUntil: Double?
+        /// Slowstart: the share of its slots it has so far (0 < ramp < 1), while ramping up.
+        public var ramp: Double?
         /// The kernel's counters towards this backend (filled in by `nftpool status`, not the daemon).
         public var packets: UInt64?
         public var bytes: UInt64?
@@ -129,7 +133,9 @@ public struct StatusFile: Sendable {
                         health: pool.healthCheck == nil ? "unchecked" : (core.health.down.contains(ref) ? "down" : "up"),
                         reason: probe?.reason ?? (pool.healthCheck == nil ? "no health check" : "not probed"),
                         sinceTime: probe.map { wall - Self.seconds($0.since.duration(to: now)) },
-                        since: nil, slots: held[b.endpoint, default: 0], packets: nil, bytes: nil)
+                        since: nil, slots: held[b.endpoint, default: 0],
+                        heldUntil: core.damper.heldUntil(ref).map { wall + Self.seconds(now.duration(to: $0)) },
+                        ramp: core.health.ramp[ref], packets: nil, bytes: nil)
                 }))
         }
         let failure = core.failure

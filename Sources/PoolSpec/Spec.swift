@@ -26,6 +26,9 @@ public struct Pool: Equatable, Sendable {
     public var onBackendDown: BackendDownAction
     public var backends: [Backend]
     public var healthCheck: HealthCheck?
+    /// A backend that comes back (up after down, enabled after drain or disabled) takes its share of new
+    /// connections in steps over this long, not all at once; nil: at once.
+    public var slowstart: Duration?
 
     public init(
         name: String, frontends: [Frontend], scheduler: Scheduler = .roundRobin, hash: [HashField] = [.saddr],
@@ -155,6 +158,8 @@ public struct HealthCheck: Equatable, Sendable {
     public var fall: Int
     /// Passive health: errors the kernel sees on clients' connections mark the backend down at once.
     public var passive: PassiveCheck?
+    /// Flap damping: a backend that keeps falling is held down longer each time before it serves again.
+    public var damping: Damping?
 
     public init(
         type: HealthCheckType, port: UInt16? = nil, path: String = "/", expectStatus: [Int] = [200],
@@ -174,6 +179,23 @@ public struct HealthCheck: Equatable, Sendable {
         self.timeout = timeout
         self.rise = rise
         self.fall = fall
+    }
+}
+
+/// `healthCheck.damping`: once a backend has fallen `falls` times within `within`, its next rise is held
+/// down for `hold`, doubled at each further fall while it keeps flapping, up to `maxHold`; a backend that
+/// stays up for `within` is forgiven.
+public struct Damping: Equatable, Sendable {
+    public var falls: Int
+    public var within: Duration
+    public var hold: Duration
+    public var maxHold: Duration
+
+    public init(falls: Int = 3, within: Duration = .seconds(60), hold: Duration = .seconds(5), maxHold: Duration = .seconds(120)) {
+        self.falls = falls
+        self.within = within
+        self.hold = hold
+        self.maxHold = maxHold
     }
 }
 

@@ -67,7 +67,7 @@ public enum SpecDecoder {
 
     static let poolFields = [
         "name", "frontends", "scheduler", "hash", "slots", "snat", "whenAllDown", "onBackendDown", "backends",
-        "healthCheck",
+        "healthCheck", "slowstart",
     ]
 
     private static func readPool(_ node: SpecNode, _ path: String, _ r: inout FieldReader) -> Pool? {
@@ -119,14 +119,16 @@ public enum SpecDecoder {
         }
 
         let healthCheck = f["healthCheck"].map { readHealthCheck($0, p("healthCheck"), &r) }
+        let slowstart = f["slowstart"].flatMap { r.duration($0, p("slowstart")) }
 
         guard r.errors.count == before, let name, let scheduler, let slots, let snat, let whenAllDown,
             let onBackendDown
         else { return nil }
-        let pool = Pool(
+        var pool = Pool(
             name: name, frontends: frontends, scheduler: scheduler, hash: hash, slots: slots, snat: snat,
             whenAllDown: whenAllDown, onBackendDown: onBackendDown, backends: backends,
             healthCheck: healthCheck ?? nil)
+        pool.slowstart = slowstart
         SpecRules.checkPool(pool, path, &r)
         return r.errors.count == before ? pool : nil
     }
@@ -194,7 +196,7 @@ public enum SpecDecoder {
 
     static let healthCheckFields = [
         "type", "port", "path", "expectStatus", "host", "caFile", "insecureSkipVerify", "interval", "fastInterval",
-        "timeout", "rise", "fall", "passive",
+        "timeout", "rise", "fall", "passive", "damping",
     ]
 
     private static func readHealthCheck(_ node: SpecNode, _ path: String, _ r: inout FieldReader) -> HealthCheck? {
@@ -222,12 +224,27 @@ public enum SpecDecoder {
         if let n = f["rise"] { check.rise = r.integer(n, p("rise"), in: 1...100) ?? check.rise }
         if let n = f["fall"] { check.fall = r.integer(n, p("fall"), in: 1...100) ?? check.fall }
         if let n = f["passive"] { check.passive = readPassive(n, p("passive"), &r) }
+        if let n = f["damping"] { check.damping = readDamping(n, p("damping"), &r) }
         SpecRules.checkHealthCheck(check, present: Set(f.keys), path, &r)
         return r.errors.count == before ? check : nil
     }
 }
 
 extension SpecDecoder {
+    static func readDamping(_ node: SpecNode, _ path: String, _ r: inout FieldReader) -> Damping? {
+        let before = r.errors.count
+        guard let f = r.mapping(node, path, allowed: ["falls", "within", "hold", "maxHold"]) else { return nil }
+        var d = Damping()
+        if let n = f["falls"] { d.falls = r.integer(n, FieldReader.join(path, "falls"), in: 1...1000) ?? d.falls }
+        if let n = f["within"] { d.within = r.duration(n, FieldReader.join(path, "within")) ?? d.within }
+        if let n = f["hold"] { d.hold = r.duration(n, FieldReader.join(path, "hold")) ?? d.hold }
+        if let n = f["maxHold"] { d.maxHold = r.duration(n, FieldReader.join(path, "maxHold")) ?? d.maxHold }
+        if r.errors.count == before, d.maxHold < d.hold {
+            r.fail(FieldReader.join(path, "maxHold"), "\(DurationText.format(d.maxHold)) is shorter than hold (\(DurationText.format(d.hold)))")
+        }
+        return r.errors.count == before ? d : nil
+    }
+
     static func readPassive(_ node: SpecNode, _ path: String, _ r: inout FieldReader) -> PassiveCheck? {
         let before = r.errors.count
         guard let f = r.mapping(node, path, allowed: ["errorLimit", "within"]) else { return nil }

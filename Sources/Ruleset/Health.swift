@@ -20,9 +20,12 @@ public struct BackendRef: Hashable, Sendable, CustomStringConvertible {
 /// What the probes say: the backends currently failing their checks. Everything else counts as up.
 public struct Health: Equatable, Sendable {
     public var down: Set<BackendRef>
+    /// Slowstart: backends taking only this share (0 < share < 1) of their slots so far.
+    public var ramp: [BackendRef: Double]
 
-    public init(down: Set<BackendRef> = []) {
+    public init(down: Set<BackendRef> = [], ramp: [BackendRef: Double] = [:]) {
         self.down = down
+        self.ramp = ramp
     }
 
     public static let allUp = Health()

@@ -194,9 +194,11 @@ struct PoolLayout {
         let members = pool.backends.map { SlotTable.Member(key: $0.endpoint, weight: $0.weight) }
         let eligible = pool.backends.map { health.isEligible($0, in: pool) }
         let anyEligible = eligible.contains(true)
+        let share = health.ramp.isEmpty ? nil : pool.backends.map { health.ramp[BackendRef(pool, $0)] ?? 1 }
         slots = SlotTable.build(
             members: members, eligible: anyEligible ? eligible : members.map { _ in true },
-            size: RulesetBuilder.slotCount(for: pool), kind: pool.scheduler == .sourceHash ? .maglev : .spread)
+            size: RulesetBuilder.slotCount(for: pool), kind: pool.scheduler == .sourceHash ? .maglev : .spread,
+            share: anyEligible ? share : nil)
         switch (anyEligible, pool.whenAllDown) {
         case (true, _), (false, .failOpen): verdict = .goto(RulesetBuilder.chainName(pool))
         case (false, .reject): verdict = .goto(RulesetBuilder.rejectChain)

@@ -28,10 +28,30 @@ public enum SlotTable {
 
     /// The slot table for the given members, with only `eligible` ones receiving slots. With no eligible
     /// member the base table is returned (a fail-open pool uses it; other pools do not dispatch to it).
-    public static func build(members: [Member], eligible: [Bool], size: Int, kind: Kind) -> [Int] {
+    ///
+    /// `share` (slowstart): an eligible member with a share below 1 keeps only that part of its base slots
+    /// (the same ones, growing, as the share grows: each step only adds slots); the rest go to the members
+    /// that take their full share, as an ineligible member's do.
+    public static func build(members: [Member], eligible: [Bool], size: Int, kind: Kind, share: [Double]? = nil) -> [Int] {
         precondition(members.count == eligible.count && !members.isEmpty && size >= 1)
         let base = kind == .maglev ? maglev(members, size: size) : spread(members, size: size)
-        return reassign(base, members: members, eligible: eligible)
+        guard let share, share.contains(where: { $0 < 1 }) else { return reassign(base, members: members, eligible: eligible) }
+        // Ramping members are candidates for no one else's slots; if nobody takes a full share, nobody ramps.
+        let full = members.indices.map { eligible[$0] && share[$0] >= 1 }
+        guard full.contains(true) else { return reassign(base, members: members, eligible: eligible) }
+        var keep = [Bool](repeating: false, count: size)
+        for i in members.indices where eligible[i] {
+            let mine = base.indices.filter { base[$0] == i }
+            guard share[i] < 1 else {
+                for slot in mine { keep[slot] = true }
+                continue
+            }
+            let key = StableHash.hash64(members[i].key, seed: 0x736c6f77)
+            let order = mine.sorted { StableHash.mix(key ^ UInt64($0)) < StableHash.mix(key ^ UInt64($1)) }
+            let n = min(mine.count, max(0, Int((share[i] * Double(mine.count)).rounded())))
+            for slot in order.prefix(n) { keep[slot] = true }
+        }
+        return reassign(base, members: members, eligible: full, keep: keep)
     }
 
     // MARK: slot counts
@@ -174,12 +194,13 @@ public enum SlotTable {
 
     /// Gives each slot of an ineligible member to the eligible member with the best weighted rendezvous
     /// score for that slot. Slots of eligible members never move.
-    static func reassign(_ base: [Int], members: [Member], eligible: [Bool]) -> [Int] {
+    /// `keep`: slots that stay with their owner whatever `eligible` says (a ramping member's kept slots).
+    static func reassign(_ base: [Int], members: [Member], eligible: [Bool], keep: [Bool]? = nil) -> [Int] {
         let candidates = members.indices.filter { eligible[$0] }
         guard !candidates.isEmpty, candidates.count < members.count else { return base }
         let keyHashes = members.map { StableHash.hash64($0.key, seed: 0x72656e64657a) }
         return base.enumerated().map { slot, owner in
-            if eligible[owner] { return owner }
+            if eligible[owner] || keep?[slot] == true { return owner }
             return candidates.min { a, b in
                 let sa = rendezvousCost(keyHashes[a], slot: slot, weight: members[a].weight)
                 let sb = rendezvousCost(keyHashes[b], slot: slot, weight: members[b].weight)

@@ -274,8 +274,11 @@ struct StatusCommand: ParsableCommand {
             for b in pool.backends {
                 let since = b.since.map { String(format: "%.0fs", $0) } ?? "-"
                 let state = b.state + (b.stateFrom == "runtime" ? " (runtime)" : "")
+                var health = b.health
+                if let until = b.heldUntil { health += String(format: " (held %.0fs: flapping)", max(0, until - Date().timeIntervalSince1970)) }
+                if let ramp = b.ramp { health += String(format: " (slowstart %.0f%%)", ramp * 100) }
                 let weight = "\(b.weight)" + (b.weightFrom == "runtime" ? " (runtime)" : "")
-                rows.append([b.endpoint, state, b.health, weight, "\(b.slots)", since,
+                rows.append([b.endpoint, state, health, weight, "\(b.slots)", since,
                              b.packets.map(String.init) ?? "-", b.bytes.map(String.init) ?? "-", b.reason])
             }
             let widths = rows[0].indices.map { c in rows.map { $0[c].count }.max()! + 2 }
