@@ -51,6 +51,9 @@ public final class DaemonCore {
     public private(set) var repairs = 0
 
     var recentRepairs: [ContinuousClock.Instant] = []
+    /// Backends that have served since the daemon started (or were serving in the table it adopted):
+    /// slowstart is for a backend that comes back, not for one's first rise.
+    var everServed = Set<BackendRef>()
     /// Slowstart: when each ramping backend came back.
     var rampStarted: [BackendRef: ContinuousClock.Instant] = [:]
     /// Flap damping: recent falls and holds.
@@ -98,6 +101,7 @@ public final class DaemonCore {
         let report = try kernel.apply(desired, force: force)
         applied = desired
         owns = true
+        everServed = Set(spec.pools.flatMap { p in p.backends.filter { health.isEligible($0, in: p) }.map { BackendRef(p, $0) } })
         let what = ownership == .ours ? "adopted table inet \(spec.table)" : "started"
         return [Line(level: .info, text: "\(what): \(Self.summary(spec, health)); \(Self.sent(report))")]
     }
@@ -130,7 +134,8 @@ public final class DaemonCore {
                 }
                 health.down.remove(ref)
                 pendingClose.remove(ref)
-                startRamp(ref, in: pool, now: now, servingBefore: servingBefore)
+                if everServed.contains(ref) { startRamp(ref, in: pool, now: now, servingBefore: servingBefore) }
+                everServed.insert(ref)
             }
             pools.insert(ref.pool)
         }

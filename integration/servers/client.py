@@ -135,6 +135,7 @@ def cmd_hold(a):
 
 def cmd_loop(a):
     ok, failures, errors, counts, failure_times = 0, 0, [], {}, []
+    buckets = {}  # wall-clock second -> backend -> connections (with --buckets)
     first_failure = last_failure = None
     end = time.monotonic() + a.duration
     stop = []
@@ -149,6 +150,9 @@ def cmd_loop(a):
                 print(json.dumps({"started": name}), flush=True)
             ok += 1
             counts[name] = counts.get(name, 0) + 1
+            if a.buckets:
+                b = buckets.setdefault(str(int(started)), {})
+                b[name] = b.get(name, 0) + 1
         except Exception as e:  # noqa: BLE001
             failures += 1
             last_failure = time.time()
@@ -159,7 +163,7 @@ def cmd_loop(a):
                 errors.append(f"{type(e).__name__}: {e}")
     print(json.dumps({"ok": ok, "failures": failures, "errors": errors, "counts": counts,
                       "first_failure": first_failure, "last_failure": last_failure,
-                      "failure_times": failure_times}))
+                      "failure_times": failure_times, "buckets": buckets}))
 
 
 def main():
@@ -178,6 +182,7 @@ def main():
     p.add_argument("--interval", type=float, default=0.1)
     p.add_argument("--duration", type=float, default=1.0)
     p.add_argument("--pause", type=float, default=0.0, help="loop: seconds between connections")
+    p.add_argument("--buckets", action="store_true", help="loop: count connections per backend per wall-clock second")
     a = p.parse_args()
     {"count": cmd_count, "connect": cmd_connect, "hold": cmd_hold, "loop": cmd_loop}[a.mode](a)
     sys.stdout.flush()
