@@ -142,7 +142,7 @@ struct StatusCommand: ParsableCommand {
         commandName: "status",
         abstract: "Show each pool's backends: admin state, health, weight and slots held, from the running daemon(s).",
         discussion: """
-            Without FILE, every running daemon's table is shown. Exit 0, 1 when no daemon runs the table (or \
+            Without FILE, every running daemon's table is shown (with --netns, those in that namespace). Exit 0, 1 when no daemon runs the table (or \
             the one that wrote its status is gone), 2 invalid spec.
             """
     )
@@ -156,7 +156,7 @@ struct StatusCommand: ParsableCommand {
     @Option(help: "text or json.")
     var output: StatusOutput = .text
 
-    @Option(help: ArgumentHelp("The daemon's network namespace (default: the one it recorded).", valueName: "NAME"))
+    @Option(help: ArgumentHelp("The daemon's network namespace (default: the one it recorded); without FILE, only the daemons there.", valueName: "NAME"))
     var netns: String?
 
     func run() throws {
@@ -176,8 +176,20 @@ struct StatusCommand: ParsableCommand {
         var docs: [StatusFile.Document] = []
         var problems: [String] = []
         if file == nil && statusFile == nil {
+            // --netns narrows to the daemons of that namespace (as `backend --netns` does); their files and
+            // sockets are named <table>.<netns inode>.
+            var inNamespace: (String) -> Bool = { _ in true }
+            if let netns {
+                let namespace = DaemonLock.namespaceID(named: netns)
+                guard namespace != 0 else {
+                    Stderr.print("--netns \(netns): no such network namespace (ip netns list)")
+                    throw ExitCode(ExitStatus.usage)
+                }
+                inNamespace = { ($0 as NSString).deletingPathExtension.hasSuffix(".\(namespace)") }
+                paths = paths.filter(inNamespace)
+            }
             // Every daemon that answers on its control socket, live, wherever it writes its status file.
-            for socket in ControlSocket.all() {
+            for socket in ControlSocket.all() where inNamespace(socket) {
                 guard let live = try? ControlClient.ask(.init(command: .status), at: socket, timeout: 3).status else { continue }
                 docs.append(withCurrentFigures(live))
             }
@@ -207,7 +219,10 @@ struct StatusCommand: ParsableCommand {
         }
         if docs.isEmpty {
             for p in problems { Stderr.print(p) }
-            if problems.isEmpty { Stderr.print("no nftpool daemon is running (no status in \(DaemonLock.directory))") }
+            if problems.isEmpty {
+                let there = file == nil && statusFile == nil ? netns.map { " in netns \($0)" } ?? "" : ""
+                Stderr.print("no nftpool daemon is running\(there) (no status in \(DaemonLock.directory))")
+            }
             throw ExitCode(ExitStatus.kernelRefused)
         }
         if output == .json {

@@ -37,6 +37,9 @@ import Testing
         let status = try Repo.run(Repo.nftpool, ["status", "--netns", sb.lb])
         #expect(status.status == 0 && status.out.contains("drain (runtime)"), "\(status)")
         #expect(status.out.split(separator: "\n").contains { $0.contains(endpoint) && $0.contains("drain (runtime)") && $0.contains(" up ") }, "probes go on: \(status.out)")
+        #expect(status.out.components(separatedBy: "table inet ").count == 2, "--netns shows that namespace's daemon alone: \(status.out)")
+        let elsewhere = try Repo.run(Repo.nftpool, ["status", "--netns", sb.client])
+        #expect(elsewhere.status == 1 && elsewhere.out.isEmpty && elsewhere.err.contains("no nftpool daemon is running in netns \(sb.client)"), "\(elsewhere)")
 
         sb.signalDaemon(SIGHUP)
         #expect(sb.wait(timeout: 3) { sb.daemonLogText().contains("reloaded:") })
