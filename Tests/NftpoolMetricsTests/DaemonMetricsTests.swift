@@ -3,6 +3,7 @@ import Foundation
 @testable import NftpoolMetrics
 @testable import Probes
 import Testing
+import TestSupport
 
 /// The families DaemonMetrics renders from what the daemon tells it, without a kernel: the status
 /// document, probe results, transitions, transactions, reloads.
@@ -135,6 +136,79 @@ import Testing
         #expect(m.readiness() == HealthVerdict(ok: false, text: "pool pool0 has no serving backend"))
         m.published(try Self.status(inSync: false))
         #expect(m.readiness() == HealthVerdict(ok: false, text: "table inet t does not hold what the daemon wants: EPERM"))
+    }
+
+    /// Checks the text the way the format asks: one HELP and one TYPE line per family, before its samples,
+    /// and a family's samples in one group. Returns the problems found, and the families in order.
+    static func exposition(_ text: String) -> (problems: [String], families: [String]) {
+        var problems: [String] = [], order: [String] = []
+        var types: [String: String] = [:], helped = Set<String>()
+        var current: String?
+        for line in text.split(separator: "\n") {
+            let words = line.split(separator: " ", maxSplits: 3)
+            if line.hasPrefix("# HELP ") || line.hasPrefix("# TYPE ") {
+                let name = String(words[2])
+                if line.hasPrefix("# HELP ") {
+                    if !helped.insert(name).inserted { problems.append("a second HELP line for \(name)") }
+                } else {
+                    if types[name] != nil { problems.append("a second TYPE line for \(name)") }
+                    types[name] = String(words[3])
+                    order.append(name)
+                }
+                current = name
+                continue
+            }
+            let series = String(line.prefix { $0 != "{" && $0 != " " })
+            var family = series
+            if types[series] == nil {
+                for suffix in ["_bucket", "_sum", "_count"] where series.hasSuffix(suffix) {
+                    let base = String(series.dropLast(suffix.count))
+                    if types[base] == "histogram" { family = base }
+                }
+            }
+            if family != current { problems.append("\(series) outside its family's group (after \(current ?? "nothing"))") }
+        }
+        return (problems, order)
+    }
+
+    /// Backends spread over several shards of small registries still come out as one group per family,
+    /// with one HELP and one TYPE line each, and promtool finds nothing to say; shards emptied by a
+    /// reload and filled again keep it so.
+    @Test func shardedFamiliesAreOneGroupEachAndPassPromtool() throws {
+        let m = DaemonMetrics(version: "1", readKernel: false)
+        m.published(try Self.status(pools: 3, backends: 100, down: ["pool1/10.1.0.7:80"]))
+        _ = Self.text(m)  // the series exist from the first scrape on
+        for p in 0..<3 {
+            m.probed("pool\(p)/10.\(p).0.1:80", .failure("refused", .refused), took: .milliseconds(1))
+        }
+        let t = Self.text(m)
+        #expect(m.backendFamilies.placement == (300, 5), "64 backends a shard")
+        let check = Self.exposition(t)
+        #expect(check.problems.isEmpty, "\(check.problems.prefix(5))")
+        #expect(check.families.count >= 25)
+        #expect(t.split(separator: "\n").filter { $0.hasPrefix("nftpool_backend_up{") }.count == 300)
+        #expect(Self.value(t, #"nftpool_backend_up{pool="pool1",backend="10.1.0.7:80"}"#) == 0)
+        #expect(Self.value(t, #"nftpool_backend_checks_total{pool="pool2",backend="10.2.0.1:80",outcome="refused"}"#) == 1)
+        let lint = try Repo.run(URL(fileURLWithPath: "/usr/bin/promtool"), ["check", "metrics"], stdin: t)
+        #expect(lint.status == 0 && lint.out.isEmpty && lint.err.isEmpty, "promtool check metrics: \(lint.out)\(lint.err)")
+
+        // A reload leaves one pool of 40: the first shard keeps some, the others empty out.
+        m.reloaded(ok: true)
+        m.published(try Self.status(pools: 1, backends: 40))
+        let fewer = Self.text(m)
+        #expect(m.backendFamilies.placement.owners == 40)
+        #expect(Self.exposition(fewer).problems.isEmpty, "\(Self.exposition(fewer).problems.prefix(5))")
+        #expect(fewer.split(separator: "\n").filter { $0.hasPrefix("nftpool_backend_up{") }.count == 40)
+        #expect(!fewer.contains(#"pool="pool1""#))
+        // And back: the freed places are taken again before a new shard is made.
+        m.reloaded(ok: true)
+        m.published(try Self.status(pools: 2, backends: 150))
+        let more = Self.text(m)
+        #expect(m.backendFamilies.placement == (300, 5))
+        #expect(Self.exposition(more).problems.isEmpty, "\(Self.exposition(more).problems.prefix(5))")
+        #expect(more.split(separator: "\n").filter { $0.hasPrefix("nftpool_backend_up{") }.count == 300)
+        let lintMore = try Repo.run(URL(fileURLWithPath: "/usr/bin/promtool"), ["check", "metrics"], stdin: more)
+        #expect(lintMore.status == 0 && lintMore.out.isEmpty && lintMore.err.isEmpty, "promtool check metrics: \(lintMore.out)\(lintMore.err)")
     }
 
     /// The scrape at 1,000 backends (and 10,000 with NFTPOOL_SCRAPE_10K=1: its first scrape takes most
