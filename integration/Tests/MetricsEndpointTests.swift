@@ -112,7 +112,7 @@ import TestSupport
                                 "--storage.tsdb.path", sb.dir.appendingPathComponent("tsdb").path,
                                 "--web.listen-address", "127.0.0.1:9090"]
         let log = sb.dir.appendingPathComponent("prometheus.log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         prometheus.standardOutput = try FileHandle(forWritingTo: log)
         prometheus.standardError = try FileHandle(forWritingTo: log)
         try prometheus.run()
