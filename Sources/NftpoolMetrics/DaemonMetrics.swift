@@ -69,6 +69,8 @@ public final class DaemonMetrics: DaemonObserver {
     /// With `ha`: made at the first document that has an ha section.
     private let ha = NIOLockedValueBox<HASeries?>(nil)
     private let repairsSeen = NIOLockedValueBox(0)
+    /// The last render's size in bytes (on the queue).
+    private let lastSize = NIOLockedValueBox(0)
     let queue = DispatchQueue(label: "nftpool-metrics")
     /// Reads the counters in the daemon's namespace (the process is in it); nil in tests without a kernel.
     private let readKernel: Bool
@@ -217,9 +219,12 @@ public final class DaemonMetrics: DaemonObserver {
             maxFDs.set(to: p.maxFDs)
         }
         var out: [UInt8] = []
+        // The last text's size and a little more: 21.5 MB at 10,000 backends, grown by doubling otherwise.
+        out.reserveCapacity(lastSize.withLockedValue { $0 + $0 / 16 })
         registry.emit(into: &out)
         poolFamilies.emit(into: &out)
         backendFamilies.emit(into: &out)
+        lastSize.withLockedValue { $0 = out.count }
         return out
     }
 
