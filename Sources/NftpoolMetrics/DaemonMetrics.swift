@@ -251,17 +251,22 @@ public final class DaemonMetrics: DaemonObserver {
         }
 
         var current = backends.withLockedValue { $0.series }
-        var listed: [(id: String, status: StatusFile.BackendStatus)] = []
+        var wanted = Set<String>()
+        var listed: [(series: BackendSeries, status: StatusFile.BackendStatus)] = []
+        listed.reserveCapacity(current.count)
         for pool in status.pools {
             for b in pool.backends {
                 let id = BackendRef(pool: pool.name, endpoint: b.endpoint).description
-                listed.append((id, b))
-                if current[id] == nil {
-                    current[id] = BackendSeries(pool: pool.name, endpoint: b.endpoint, shard: backendFamilies.place(id))
+                wanted.insert(id)
+                if let s = current[id] {
+                    listed.append((s, b))
+                } else {
+                    let s = BackendSeries(pool: pool.name, endpoint: b.endpoint, shard: backendFamilies.place(id))
+                    current[id] = s
+                    listed.append((s, b))
                 }
             }
         }
-        let wanted = Set(listed.map(\.id))
         for (id, s) in current where !wanted.contains(id) {
             current[id] = nil
             s.unregister()
@@ -287,8 +292,7 @@ public final class DaemonMetrics: DaemonObserver {
             for (result, took) in e.results { s.record(result, took: took) }
             for t in e.transitions { s.record(t) }
         }
-        for (id, b) in listed {
-            guard let s = next[id] else { continue }
+        for (s, b) in listed {
             s.set(b)
             s.registerPending()
         }
