@@ -16,7 +16,7 @@ import Ruleset
 /// Series are registered on the queue as soon as the daemon publishes its first status (and again
 /// after each reload), not at the first scrape: the backend and pool families live in ShardedRegistry,
 /// where registering n backends costs O(n) rather than swift-prometheus's O(n²) for one family in one
-/// registry (49-65 s of one core at 10,000 backends before; see docs/operations.md for the figures now).
+/// registry (32-65 s of one core at 10,000 backends before; see docs/operations.md for the figures now).
 /// Probe results and transitions that come before their backend's series exist wait in `early`
 /// (at most `earlyLimit` each) and are counted when the series are made, so every result since the
 /// daemon started is counted.
