@@ -3,12 +3,16 @@ import NIOConcurrencyHelpers
 import Probes
 import Prometheus
 
-/// One backend's series (labels pool, backend). Registered and unregistered on the metrics queue only:
-/// registering costs the registry a copy of the family, which must not land on a probe's event loop.
+/// One backend's series (labels pool, backend), in one shard of a ShardedRegistry. Registered and
+/// unregistered on the metrics queue only: registering costs the registry a copy of the shard's family,
+/// which must not land on a probe's event loop.
 /// Probe results are recorded from the event loops; an outcome seen for the first time waits in
-/// `pending` until the next scrape registers its counter.
+/// `pending` until the metrics queue next syncs the series (a scrape, or the registration that follows
+/// the daemon's first status and each reload) and registers its counter.
 final class BackendSeries: Sendable {
     let labels: [(String, String)]
+    /// Where its series live.
+    let shard: ShardedRegistry<BackendFamily>.Shard
     let up: Gauge
     let admin: [(state: String, gauge: Gauge)]
     let weight: Gauge
@@ -22,18 +26,20 @@ final class BackendSeries: Sendable {
 
     static let adminStates = ["enabled", "drain", "disabled"]
 
-    init(pool: String, endpoint: String, registry: PrometheusCollectorRegistry) {
+    /// Registers the series in `shard` (from `ShardedRegistry.place`).
+    init(pool: String, endpoint: String, shard: ShardedRegistry<BackendFamily>.Shard) {
         let labels = [("pool", pool), ("backend", endpoint)]
         self.labels = labels
-        up = registry.makeGauge(descriptor: Families.backendUp, labels: labels)
-        admin = Self.adminStates.map { ($0, registry.makeGauge(descriptor: Families.backendAdminState, labels: labels + [("state", $0)])) }
-        weight = registry.makeGauge(descriptor: Families.backendWeight, labels: labels)
-        slots = registry.makeGauge(descriptor: Families.backendSlots, labels: labels)
-        timeInState = registry.makeGauge(descriptor: Families.backendTimeInState, labels: labels)
-        transitions = [HealthTracker.State.up, .down].map { ($0, registry.makeCounter(descriptor: Families.backendTransitions, labels: labels + [("to", $0.rawValue)])) }
-        checkDuration = registry.makeDurationHistogram(descriptor: Families.backendCheckDuration, labels: labels, buckets: Families.checkBuckets)
-        forwardedPackets = registry.makeCounter(descriptor: Families.backendForwardedPackets, labels: labels)
-        forwardedBytes = registry.makeCounter(descriptor: Families.backendForwardedBytes, labels: labels)
+        self.shard = shard
+        up = shard.makeGauge(.up, labels: labels)
+        admin = Self.adminStates.map { ($0, shard.makeGauge(.adminState, labels: labels + [("state", $0)])) }
+        weight = shard.makeGauge(.weight, labels: labels)
+        slots = shard.makeGauge(.slots, labels: labels)
+        timeInState = shard.makeGauge(.timeInState, labels: labels)
+        transitions = [HealthTracker.State.up, .down].map { ($0, shard.makeCounter(.transitions, labels: labels + [("to", $0.rawValue)])) }
+        checkDuration = shard.makeDurationHistogram(.checkDuration, labels: labels, buckets: Families.checkBuckets)
+        forwardedPackets = shard.makeCounter(.forwardedPackets, labels: labels)
+        forwardedBytes = shard.makeCounter(.forwardedBytes, labels: labels)
     }
 
     /// From a probe's event loop: a lock and an atomic, nothing more.
@@ -52,14 +58,14 @@ final class BackendSeries: Sendable {
     }
 
     /// On the metrics queue: registers the counters of outcomes first seen since the last call.
-    func registerPending(in registry: PrometheusCollectorRegistry) {
+    func registerPending() {
         let pending = checks.withLockedValue { c in
             let p = c.pending
             c.pending = [:]
             return p
         }
         for (outcome, count) in pending {
-            let counter = registry.makeCounter(descriptor: Families.backendChecks, labels: labels + [("outcome", outcome.rawValue)])
+            let counter = shard.makeCounter(.checks, labels: labels + [("outcome", outcome.rawValue)])
             counter.increment(by: count)
             checks.withLockedValue { $0.counters[outcome] = counter }
         }
@@ -72,10 +78,36 @@ final class BackendSeries: Sendable {
         slots.set(to: Double(b.slots))
     }
 
-    func unregister(from registry: PrometheusCollectorRegistry) {
-        for g in [up, weight, slots, timeInState] + admin.map(\.gauge) { registry.unregisterGauge(g) }
-        for c in [forwardedPackets, forwardedBytes] + transitions.map(\.counter) { registry.unregisterCounter(c) }
-        for c in checks.withLockedValue({ Array($0.counters.values) }) { registry.unregisterCounter(c) }
-        registry.unregisterDurationHistogram(checkDuration)
+    func unregister() {
+        shard[.up].unregisterGauge(up)
+        for (_, g) in admin { shard[.adminState].unregisterGauge(g) }
+        shard[.weight].unregisterGauge(weight)
+        shard[.slots].unregisterGauge(slots)
+        shard[.timeInState].unregisterGauge(timeInState)
+        for (_, c) in transitions { shard[.transitions].unregisterCounter(c) }
+        for c in checks.withLockedValue({ Array($0.counters.values) }) { shard[.checks].unregisterCounter(c) }
+        shard[.checkDuration].unregisterDurationHistogram(checkDuration)
+        shard[.forwardedPackets].unregisterCounter(forwardedPackets)
+        shard[.forwardedBytes].unregisterCounter(forwardedBytes)
+    }
+}
+
+/// The per-backend families, in the order the scrape shows them.
+enum BackendFamily: Int, ShardedFamily {
+    case up, adminState, weight, slots, checks, checkDuration, transitions, timeInState, forwardedPackets, forwardedBytes
+
+    var descriptor: MetricNameDescriptor {
+        switch self {
+        case .up: Families.backendUp
+        case .adminState: Families.backendAdminState
+        case .weight: Families.backendWeight
+        case .slots: Families.backendSlots
+        case .checks: Families.backendChecks
+        case .checkDuration: Families.backendCheckDuration
+        case .transitions: Families.backendTransitions
+        case .timeInState: Families.backendTimeInState
+        case .forwardedPackets: Families.backendForwardedPackets
+        case .forwardedBytes: Families.backendForwardedBytes
+        }
     }
 }

@@ -10,29 +10,67 @@ import Ruleset
 /// The daemon's metrics: a DaemonObserver that keeps what the daemon tells it, and renders the
 /// Prometheus text on its own serial queue. The daemon's loop only stores a document; probes record
 /// into their backend's series (a lock and an atomic). Registering series, the kernel's counters, /proc
-/// and the text itself are all done on the queue at scrape time, so neither a scrape nor a slow client
-/// can hold up a health flip.
+/// and the text itself are all done on the queue, so neither a scrape nor a slow client can hold up a
+/// health flip.
 ///
-/// Series are registered at the first scrape, not when the daemon starts: swift-prometheus 2.4.1
-/// copies a family's dictionary on every registration, so registering n backends costs O(n²)
-/// (measured: 0.5 s at 1,000 backends, 49 s of one core at 10,000), which a daemon nobody scrapes
-/// should not pay. Probe results before then are not counted.
+/// Series are registered on the queue as soon as the daemon publishes its first status (and again
+/// after each reload), not at the first scrape: the backend and pool families live in ShardedRegistry,
+/// where registering n backends costs O(n) rather than swift-prometheus's O(n²) for one family in one
+/// registry (32-65 s of one core at 10,000 backends before; see docs/operations.md for the figures now).
+/// Probe results and transitions that come before their backend's series exist wait in `early`
+/// (at most `earlyLimit` each) and are counted when the series are made, so every result since the
+/// daemon started is counted.
 public final class DaemonMetrics: DaemonObserver {
     struct Seen {
         var status: StatusFile.Document?
         var lastLoop: ContinuousClock.Instant?
         var started = false
+        /// The next published status may bring backends without series (the first one, or the first
+        /// after a reload): sync the series on the queue then, rather than at the next scrape.
+        var syncWanted = true
     }
 
-    public let registry = PrometheusCollectorRegistry()
+    /// What a backend's probes said before its series were registered.
+    struct Early {
+        var results: [(ProbeResult, Duration)] = []
+        var transitions: [HealthTracker.Transition] = []
+        /// A sync already found the backend missing from the status: the next one drops this.
+        var aged = false
+
+        mutating func keep(_ result: ProbeResult, took: Duration) {
+            if results.count < DaemonMetrics.earlyLimit { results.append((result, took)) }
+        }
+
+        mutating func keep(_ transition: HealthTracker.Transition) {
+            if transitions.count < DaemonMetrics.earlyLimit { transitions.append(transition) }
+        }
+    }
+
+    struct Backends {
+        /// Probe id (`pool/endpoint`) → series.
+        var series: [String: BackendSeries] = [:]
+        var early: [String: Early] = [:]
+    }
+
+    /// Per backend kept before its series exist, of results and of transitions each (a probe every
+    /// 100 ms for 6 s); more are not counted.
+    static let earlyLimit = 64
+
+    /// The daemon's own families (apply, netlink, reloads, build, process, ha); the backend and pool
+    /// families are in `backendFamilies` and `poolFamilies`.
+    let registry = PrometheusCollectorRegistry()
+    let backendFamilies = ShardedRegistry<BackendFamily>()
+    let poolFamilies = ShardedRegistry<PoolFamily>()
     private let seen = NIOLockedValueBox(Seen())
-    /// Probe id (`pool/endpoint`) → series; read from the probes' event loops, changed on the queue.
-    private let backends = NIOLockedValueBox<[String: BackendSeries]>([:])
+    /// Read from the probes' event loops, changed on the queue.
+    private let backends = NIOLockedValueBox(Backends())
     /// Touched on the queue only (boxed to stay Sendable).
     private let pools = NIOLockedValueBox<[String: PoolSeries]>([:])
     /// With `ha`: made at the first document that has an ha section.
     private let ha = NIOLockedValueBox<HASeries?>(nil)
     private let repairsSeen = NIOLockedValueBox(0)
+    /// The last render's size in bytes (on the queue).
+    private let lastSize = NIOLockedValueBox(0)
     let queue = DispatchQueue(label: "nftpool-metrics")
     /// Reads the counters in the daemon's namespace (the process is in it); nil in tests without a kernel.
     private let readKernel: Bool
@@ -89,16 +127,33 @@ public final class DaemonMetrics: DaemonObserver {
         seen.withLockedValue { $0.lastLoop = now }
     }
 
+    /// Keeps the document; the first one (and the first after a reload) also queues the series' sync,
+    /// so that the first scrape finds them registered.
     public func published(_ status: StatusFile.Document) {
-        seen.withLockedValue { $0.status = status }
+        let sync = seen.withLockedValue { s -> Bool in
+            s.status = status
+            defer { s.syncWanted = false }
+            return s.syncWanted
+        }
+        if sync { queue.async { self.syncSeries() } }
     }
 
     public func probed(_ id: String, _ result: ProbeResult, took: Duration) {
-        backends.withLockedValue { $0[id] }?.record(result, took: took)
+        let series = backends.withLockedValue { b -> BackendSeries? in
+            if let s = b.series[id] { return s }
+            b.early[id, default: Early()].keep(result, took: took)
+            return nil
+        }
+        series?.record(result, took: took)
     }
 
     public func transition(_ id: String, _ transition: HealthTracker.Transition) {
-        backends.withLockedValue { $0[id] }?.record(transition)
+        let series = backends.withLockedValue { b -> BackendSeries? in
+            if let s = b.series[id] { return s }
+            b.early[id, default: Early()].keep(transition)
+            return nil
+        }
+        series?.record(transition)
     }
 
     public func applied(took: Duration, messages: Int?) {
@@ -118,7 +173,11 @@ public final class DaemonMetrics: DaemonObserver {
         (ok ? reloadSuccess : reloadFailure).increment()
         lastReloadOK.set(to: ok ? 1 : 0)
         if ok { lastReloadTime.set(to: Date().timeIntervalSince1970) }
+        seen.withLockedValue { $0.syncWanted = true }
     }
+
+    /// Backends whose early results wait for their series (for tests).
+    var earlyBackends: Int { backends.withLockedValue { $0.early.count } }
 
     // MARK: health endpoints (any thread: they read what was kept)
 
@@ -141,12 +200,11 @@ public final class DaemonMetrics: DaemonObserver {
         let status = syncSeries()
         if let status {
             let wall = Date().timeIntervalSince1970
-            let series = backends.withLockedValue { $0 }
+            let series = backends.withLockedValue { $0.series }
             for pool in status.pools {
                 for b in pool.backends {
                     guard let s = series[BackendRef(pool: pool.name, endpoint: b.endpoint).description] else { continue }
                     s.timeInState.set(to: b.sinceTime.map { max(0, wall - $0) } ?? 0)
-                    s.registerPending(in: registry)
                 }
             }
             if readKernel { readCounters(status, series) }
@@ -161,14 +219,21 @@ public final class DaemonMetrics: DaemonObserver {
             maxFDs.set(to: p.maxFDs)
         }
         var out: [UInt8] = []
+        // The last text's size and a little more: 21.5 MB at 10,000 backends, grown by doubling otherwise.
+        out.reserveCapacity(lastSize.withLockedValue { $0 + $0 / 16 })
         registry.emit(into: &out)
+        poolFamilies.emit(into: &out)
+        backendFamilies.emit(into: &out)
+        lastSize.withLockedValue { $0 = out.count }
         return out
     }
 
-    /// Brings the series in line with the newest document: registers new backends and pools,
-    /// unregisters gone ones, sets the gauges. On the queue.
+    /// Brings the series in line with the newest document: registers new backends and pools (and the
+    /// counters of outcomes first seen), counts what came before a backend's series, unregisters gone
+    /// ones, sets the gauges. On the queue.
     @discardableResult
     func syncSeries() -> StatusFile.Document? {
+        dispatchPrecondition(condition: .onQueue(queue))
         guard let status = seen.withLockedValue({ $0.status }) else { return nil }
         inSync.set(to: status.kernel.inSync ? 1 : 0)
         let before = repairsSeen.withLockedValue { r in
@@ -185,33 +250,62 @@ public final class DaemonMetrics: DaemonObserver {
             series.set(state, registry: registry)
         }
 
-        var current = backends.withLockedValue { $0 }
+        var current = backends.withLockedValue { $0.series }
         var wanted = Set<String>()
+        var listed: [(series: BackendSeries, status: StatusFile.BackendStatus)] = []
+        listed.reserveCapacity(current.count)
         for pool in status.pools {
             for b in pool.backends {
                 let id = BackendRef(pool: pool.name, endpoint: b.endpoint).description
                 wanted.insert(id)
-                let s = current[id] ?? BackendSeries(pool: pool.name, endpoint: b.endpoint, registry: registry)
-                current[id] = s
-                s.set(b)
+                if let s = current[id] {
+                    listed.append((s, b))
+                } else {
+                    let s = BackendSeries(pool: pool.name, endpoint: b.endpoint, shard: backendFamilies.place(id))
+                    current[id] = s
+                    listed.append((s, b))
+                }
             }
         }
-        let gone = current.filter { !wanted.contains($0.key) }
-        for (id, s) in gone {
+        for (id, s) in current where !wanted.contains(id) {
             current[id] = nil
-            s.unregister(from: registry)
+            s.unregister()
+            backendFamilies.release(id)
         }
         let next = current
-        backends.withLockedValue { $0 = next }
+        let early = backends.withLockedValue { b -> [(BackendSeries, Early)] in
+            b.series = next
+            var counted: [(BackendSeries, Early)] = []
+            for (id, e) in b.early {
+                if let s = next[id] {
+                    counted.append((s, e))
+                    b.early[id] = nil
+                } else if e.aged {
+                    b.early[id] = nil
+                } else {
+                    b.early[id]!.aged = true
+                }
+            }
+            return counted
+        }
+        for (s, e) in early {
+            for (result, took) in e.results { s.record(result, took: took) }
+            for t in e.transitions { s.record(t) }
+        }
+        for (s, b) in listed {
+            s.set(b)
+            s.registerPending()
+        }
 
         pools.withLockedValue { pools in
             let names = Set(status.pools.map(\.name))
             for (name, s) in pools where !names.contains(name) {
-                s.unregister(from: registry)
+                s.unregister()
+                poolFamilies.release(name)
                 pools[name] = nil
             }
             for pool in status.pools {
-                let s = pools[pool.name] ?? PoolSeries(pool: pool.name, registry: registry)
+                let s = pools[pool.name] ?? PoolSeries(pool: pool.name, shard: poolFamilies.place(pool.name))
                 pools[pool.name] = s
                 s.set(pool)
             }

@@ -23,14 +23,26 @@ public final class MetricsServer: DaemonObserver {
 
     public let address: MetricsAddress
     let metrics: DaemonMetrics
+    let idleTimeout: TimeAmount
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private let channel = NIOLockedValueBox<Channel?>(nil)
     let open = NIOLockedValueBox(0)
     let queuedScrapes = NIOLockedValueBox(0)
 
-    public init(address: MetricsAddress, metrics: DaemonMetrics) {
+    public convenience init(address: MetricsAddress, metrics: DaemonMetrics) {
+        self.init(address: address, metrics: metrics, idleTimeout: Self.idleTimeout)
+    }
+
+    /// Tests shorten the idle timeout.
+    init(address: MetricsAddress, metrics: DaemonMetrics, idleTimeout: TimeAmount) {
         self.address = address
         self.metrics = metrics
+        self.idleTimeout = idleTimeout
+    }
+
+    /// The port bound (the address's, or the one the kernel chose for port 0); nil before `prepare`.
+    var boundPort: Int? {
+        channel.withLockedValue { $0?.localAddress?.port }
     }
 
     /// Binds after the daemon took its table's lock (DaemonObserver.prepare).
@@ -50,7 +62,7 @@ public final class MetricsServer: DaemonObserver {
                 guard admitted else { return channel.close() }
                 channel.closeFuture.whenComplete { _ in self.open.withLockedValue { $0 -= 1 } }
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: Self.idleTimeout))
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: self.idleTimeout))
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(server: self))
                 }

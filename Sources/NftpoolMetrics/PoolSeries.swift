@@ -1,20 +1,23 @@
 import Daemon
 import Prometheus
 
-/// One pool's series (label pool); registered, set and unregistered on the metrics queue only.
+/// One pool's series (label pool), in one shard of a ShardedRegistry; registered, set and unregistered
+/// on the metrics queue only.
 final class PoolSeries: Sendable {
     let byState: [(state: String, gauge: Gauge)]
     let slots: Gauge
     let newConnections: Counter
+    let shard: ShardedRegistry<PoolFamily>.Shard
 
     /// serving: enabled and passing its checks (or unchecked); down: enabled and failing them.
     static let states = ["serving", "down", "drain", "disabled"]
 
-    init(pool: String, registry: PrometheusCollectorRegistry) {
+    init(pool: String, shard: ShardedRegistry<PoolFamily>.Shard) {
         let labels = [("pool", pool)]
-        byState = Self.states.map { ($0, registry.makeGauge(descriptor: Families.poolBackends, labels: labels + [("state", $0)])) }
-        slots = registry.makeGauge(descriptor: Families.poolSlots, labels: labels)
-        newConnections = registry.makeCounter(descriptor: Families.poolNewConnections, labels: labels)
+        self.shard = shard
+        byState = Self.states.map { ($0, shard.makeGauge(.backends, labels: labels + [("state", $0)])) }
+        slots = shard.makeGauge(.slots, labels: labels)
+        newConnections = shard.makeCounter(.newConnections, labels: labels)
     }
 
     func set(_ pool: StatusFile.PoolStatus) {
@@ -27,8 +30,22 @@ final class PoolSeries: Sendable {
         slots.set(to: Double(pool.slots))
     }
 
-    func unregister(from registry: PrometheusCollectorRegistry) {
-        for g in byState.map(\.gauge) + [slots] { registry.unregisterGauge(g) }
-        registry.unregisterCounter(newConnections)
+    func unregister() {
+        for (_, g) in byState { shard[.backends].unregisterGauge(g) }
+        shard[.slots].unregisterGauge(slots)
+        shard[.newConnections].unregisterCounter(newConnections)
+    }
+}
+
+/// The per-pool families, in the order the scrape shows them.
+enum PoolFamily: Int, ShardedFamily {
+    case backends, slots, newConnections
+
+    var descriptor: MetricNameDescriptor {
+        switch self {
+        case .backends: Families.poolBackends
+        case .slots: Families.poolSlots
+        case .newConnections: Families.poolNewConnections
+        }
     }
 }

@@ -47,7 +47,7 @@ import TestSupport
         #expect(try Self.get(sb, "http://\(Self.address)/healthz") == (200, "ok"))
         #expect(try Self.get(sb, "http://\(Self.address)/readyz") == (200, "ok"))
 
-        // The first scrape registers the series; probe results count from then on.
+        // The series are registered from the daemon's first status on; probe results count from the start.
         _ = try Self.scrape(sb)
         _ = try sb.traffic(["count", "--target", Sandbox.vip4, "--n", "30"])
         var before = ""
@@ -112,7 +112,7 @@ import TestSupport
                                 "--storage.tsdb.path", sb.dir.appendingPathComponent("tsdb").path,
                                 "--web.listen-address", "127.0.0.1:9090"]
         let log = sb.dir.appendingPathComponent("prometheus.log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         prometheus.standardOutput = try FileHandle(forWritingTo: log)
         prometheus.standardError = try FileHandle(forWritingTo: log)
         try prometheus.run()
