@@ -127,7 +127,7 @@ public final class Daemon {
             logger.notice("runtime overrides from \(stateFile.path): \(core.overrides.backends.keys.sorted().joined(separator: ", "))")
         }
         log(try core.start())
-        /// Keeps the overrides on disk whenever they change; false (and logged) when they cannot be.
+        /// Keeps the overrides on disk whenever they change; why not (also logged) when they cannot be.
         var savedOverrides = stored
         func saveOverrides() -> String? {
             guard core.overrides != savedOverrides else { return nil }
@@ -402,7 +402,7 @@ public final class Daemon {
                     let change: DaemonCore.AdminChange
                     if let text = request.state {
                         guard let state = AdminState(rawValue: text) else {
-                            responder.reply(.init(exit: 2, message: "unknown state \(text): enabled, drain or disabled"))
+                            responder.reply(.init(exit: 2, message: "unknown state \(DaemonCore.quoted(text)): enabled, drain or disabled"))
                             continue
                         }
                         change = .state(state, closeConnections: request.closeConnections ?? false)

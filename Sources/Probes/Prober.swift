@@ -11,10 +11,15 @@ public struct ProbeTarget: Sendable, Equatable {
     public var port: UInt16
     public var check: HealthCheck
 
+    /// `check` as far as probing goes: passive health and damping are the daemon's, and changing them
+    /// must not restart a backend's probes (a target that differs starts over, down until `rise`).
     public init(address: IPAddress, port: UInt16, check: HealthCheck) {
         self.address = address
         self.port = port
-        self.check = check
+        var probing = check
+        probing.passive = nil
+        probing.damping = nil
+        self.check = probing
     }
 }
 
