@@ -6,8 +6,8 @@ import Darwin
 import NIOCore
 import PoolSpec
 
-/// tcp probes on one event loop, each a plain non-blocking socket: `socket`, `SO_LINGER` 0, `connect`,
-/// a `poll` shared by every connect in flight on the loop, `close`. No NIO channel, pipeline or bootstrap:
+/// tcp probes on one event loop, each a plain non-blocking socket: `socket`, `SO_LINGER` 0, `TCP_QUICKACK`
+/// 0, `connect`, a `poll` shared by every connect in flight on the loop, `close`. No NIO channel, pipeline or bootstrap:
 /// those cost a tcp probe about 30 µs of user CPU and six system calls more (epoll registration and
 /// three changes of interest, TCP_NODELAY, getsockname, getpeername) for a connection that sends nothing.
 ///
@@ -15,8 +15,36 @@ import PoolSpec
 /// connects it was asked for (between two veths on one machine the handshake is over when `connect`
 /// returns), then each connect again after a quarter of its age (at least 100 µs, at most 10 ms later),
 /// and at its deadline. A result is known at most a quarter of its time plus 100 µs late.
-/// Used on `loop` only.
-final class TCPConnects: @unchecked Sendable {
+/// Its connects are kept on `loop` (NIOLoopBound); `connect` may be called from anywhere.
+final class TCPConnects: Sendable {
+    let loop: EventLoop
+    private let state: NIOLoopBoundBox<Connects>
+
+    init(loop: EventLoop) {
+        self.loop = loop
+        // Made on any thread (the prober makes one per loop); used only on `loop`.
+        state = NIOLoopBoundBox.makeBoxSendingValue(Connects(loop: loop), eventLoop: loop)
+    }
+
+    /// Connects to `address`; the future says `tcp: connected` or why not.
+    func connect(to address: SocketAddress, timeout: Duration) -> EventLoopFuture<ProbeResult> {
+        if loop.inEventLoop { return state.value.connect(to: address, timeout: timeout) }
+        return loop.flatSubmit { self.state.value.connect(to: address, timeout: timeout) }
+    }
+
+    /// Fails every connect in flight (the prober is shutting down) and closes its socket. On `loop`.
+    func abandonAll() { state.value.abandonAll() }
+
+    static let connected = ProbeResult.success("tcp: connected")
+
+    static func failure(errno code: CInt) -> ProbeResult {
+        let (text, outcome) = Prober.describe(IOError(errnoCode: code, reason: "connect"), timeout: .zero)
+        return .failure("tcp: \(text)", outcome)
+    }
+}
+
+/// The connects in flight on one loop, and the looks that find their results. Used on `loop` only.
+private final class Connects {
     let loop: EventLoop
 
     private struct Pending {
@@ -39,21 +67,31 @@ final class TCPConnects: @unchecked Sendable {
 
     init(loop: EventLoop) { self.loop = loop }
 
-    /// Connects to `address`; the future says `tcp: connected` or why not. Call on the loop.
+    private var bound: NIOLoopBound<Connects> { NIOLoopBound(self, eventLoop: loop) }
+
     func connect(to address: SocketAddress, timeout: Duration) -> EventLoopFuture<ProbeResult> {
         let done = loop.makePromise(of: ProbeResult.self)
         let fd = Self.nonBlockingSocket(CInt(address.protocol.rawValue))
         guard fd >= 0 else {
-            done.succeed(Self.failure(errno: errno))
+            done.succeed(TCPConnects.failure(errno: errno))
             return done.futureResult
         }
         // Closed with a reset, as every probe (see Prober.connect): no TIME_WAIT socket, and a conntrack
         // entry that expires in 10 s. Set before connecting.
         var reset = linger(l_onoff: 1, l_linger: 0)
         _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, socklen_t(MemoryLayout<linger>.size))
+        #if os(Linux)
+        // As HAProxy's tcp checks: the handshake's last ACK waits (delayed ACK, 40 ms or more), and the
+        // reset, sent as soon as the SYN-ACK is seen, ends the connection before it: the backend's kernel
+        // drops a half-open request instead of making a socket, queueing it for accept and waking the
+        // server to accept and close it. What the probe checks is unchanged: a SYN-ACK comes only from a
+        // listening socket whose accept queue has room.
+        var quickAck: CInt = 0
+        _ = setsockopt(fd, CInt(IPPROTO_TCP), TCP_QUICKACK, &quickAck, socklen_t(MemoryLayout<CInt>.size))
+        #endif
         let (rc, code) = address.withSockAddr { (Self.systemConnect(fd, $0, socklen_t($1)), errno) }
         if rc == 0 || code != EINPROGRESS {
-            let result = rc == 0 ? Self.connected : Self.failure(errno: code)
+            let result = rc == 0 ? TCPConnects.connected : TCPConnects.failure(errno: code)
             close(fd)
             done.succeed(result)
             return done.futureResult
@@ -63,12 +101,12 @@ final class TCPConnects: @unchecked Sendable {
             Pending(fd: fd, started: now, deadline: now + .nanoseconds(timeout.nanoseconds), nextLook: now, timeout: timeout, done: done))
         if !lookQueued {
             lookQueued = true
-            loop.execute { self.look() }
+            let me = bound
+            loop.execute { me.value.look() }
         }
         return done.futureResult
     }
 
-    /// Fails every connect in flight (the prober is shutting down) and closes its socket.
     func abandonAll() {
         let gone = pending
         pending = []
@@ -103,7 +141,7 @@ final class TCPConnects: @unchecked Sendable {
                 polled += 1
                 if events != 0 {
                     let ok = events & Int16(POLLERR | POLLHUP) == 0
-                    finished.append((p.done, ok ? Self.connected : Self.failure(errno: Self.socketError(p.fd))))
+                    finished.append((p.done, ok ? TCPConnects.connected : TCPConnects.failure(errno: Self.socketError(p.fd))))
                     close(p.fd)
                     continue
                 }
@@ -128,17 +166,11 @@ final class TCPConnects: @unchecked Sendable {
     private func schedule(at when: NIODeadline) {
         if let nextLook, nextLook <= when { return }
         nextLook = when
+        let me = bound
         loop.scheduleTask(deadline: when) {
             // A later look was made earlier by a new one; one that finds nothing due is cheap.
-            if self.nextLook == when || self.nextLook == nil { self.look() }
+            if me.value.nextLook == when || me.value.nextLook == nil { me.value.look() }
         }
-    }
-
-    static let connected = ProbeResult.success("tcp: connected")
-
-    static func failure(errno code: CInt) -> ProbeResult {
-        let (text, outcome) = Prober.describe(IOError(errnoCode: code, reason: "connect"), timeout: .zero)
-        return .failure("tcp: \(text)", outcome)
     }
 
     static func socketError(_ fd: CInt) -> CInt {

@@ -79,6 +79,22 @@ import Testing
         await prober.shutdown()
     }
 
+    /// The probe resets the connection before its handshake's last ACK (TCP_QUICKACK off), so the
+    /// backend's kernel never queues it and the server never accepts it. Without, all 20 would be
+    /// accepted; a loop stalled past the delayed ACK (40 ms) lets one through, hence the margin.
+    @Test func theServerDoesNotAcceptATCPProbe() async throws {
+        let listener = try Listener(answer: nil, silent: true)
+        defer { listener.close() }
+        let prober = Prober(threads: 1)
+        for _ in 0..<20 {
+            let r = await prober.probe(target(listener.port, timeout: .seconds(1)))
+            #expect(r == .success("tcp: connected"))
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(listener.accepted <= 10, "\(listener.accepted) of 20 accepted")
+        await prober.shutdown()
+    }
+
     @Test func shutdownEndsAConnectInFlight() async throws {
         let full = try Backlog(queued: 0, full: true)
         defer { full.close() }
