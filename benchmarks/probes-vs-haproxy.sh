@@ -19,6 +19,11 @@
 #   CPU            utime + stime of the engine's process (/proc/PID/stat, all threads) over the window;
 #                  per check = that CPU / checks done. The engines' own counters are read outside the CPU
 #                  window (a 10,000-backend scrape is ~100 ms of the daemon's CPU), the backend's inside.
+#                  The total is the scheduler's runtime; the user/system split is sampled at clock ticks
+#                  and, for a process that runs in bursts of microseconds, varies run to run.
+#   nginx, ksoftirqd  their CPU per check over the same window: what the checks cost the backend, and
+#                  the network work the kernel deferred to ksoftirqd (on one machine the kernel bills much
+#                  of the backend's half of a connection to whoever sends the packet, or to ksoftirqd).
 #   VmRSS          of the engine at the start of the window, before the first /metrics scrape (nftpool's
 #                  render keeps buffers the size of its text: ~21 MB at 10,000 backends), and at the end of
 #                  the window, after one scrape (for HAProxy, one `show stat`).
@@ -26,7 +31,9 @@
 # its table (SIGTERM) for the HAProxy run after it, so conntrack tracks both engines' checks alike.
 #
 # Usage (root): benchmarks/probes-vs-haproxy.sh [SECONDS] [BACKENDS...]   default 15, 1000 3000 10000.
-# Env: SETTLE (default 90) seconds to wait for all backends passing; LIMIT (default 1800) for the whole run;
+# Env: NFTPOOL_BIN: run this nftpool binary instead of building one (a before/after pair);
+# CHECKS (default "tcp http") and ENGINES (default "nftpool haproxy") to run fewer;
+# SETTLE (default 90) seconds to wait for all backends passing; LIMIT (default 1800) for the whole run;
 # PERF_DIR: also `perf record -g` each engine for SECONDS after its measured window, into that directory.
 # Needs nginx (nginx-light), haproxy, curl. Release build. Everything runs in namespaces
 # nftpool-pvh-$$-{lb,backend}, removed on exit; the whole run (build and measurements) holds
@@ -41,8 +48,12 @@ shift || true
 sizes=${*:-1000 3000 10000}
 settle_max=${SETTLE:-90}
 limit=${LIMIT:-1800}
-swift build -c release --product nftpool >/dev/null
-bin=$PWD/.build/release/nftpool
+if [ -n "${NFTPOOL_BIN:-}" ]; then
+    bin=$(realpath "$NFTPOOL_BIN")
+else
+    swift build -c release --product nftpool >/dev/null
+    bin=$PWD/.build/release/nftpool
+fi
 p=nftpool-pvh-$$
 L=$p-lb B=$p-backend
 work=$(mktemp -d)
@@ -160,24 +171,28 @@ own_at() {
     t0=$(date +%s.%N); r=$(own "$1")
     echo "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.3f", (a + b) / 2}') $r"
 }
-# The CPU window's counters, in the same order at both ends: time, utime, stime, SYNs, nginx requests.
+ticks() { for pid in "$@"; do cat /proc/$pid/stat 2>/dev/null; done | awk '{t += $14 + $15} END {print t + 0}'; }
+# The CPU window's counters, in the same order at both ends: time, the engine's utime and stime, SYNs,
+# nginx requests, nginx's and ksoftirqd's ticks.
 snap() {
-    local t u k syns reqs
+    local t u k syns reqs ng ks
     t=$(date +%s.%N)
     read -r u k < <(awk '{print $14, $15}' /proc/$engine/stat)
+    ng=$(ticks $(ip netns pids $B))
+    ks=$(ticks $(pgrep '^ksoftirqd/'))
     syns=$(ip netns exec $B nft list counter inet pvh syns | awk '/packets/{print $2}')
     reqs=$(ip netns exec $B curl -sf --max-time 5 http://127.0.0.1:9000/ | awk 'NR==3{print $3}')
-    echo "$t $u $k $syns $reqs"
+    echo "$t $u $k $syns $reqs $ng $ks"
 }
 
 hz=$(getconf CLK_TCK)
-echo "probes-vs-haproxy: $(date -u +%Y-%m-%dT%H:%MZ), ${secs}s windows, sizes $sizes, $(nproc) cores" >&2
-printf '| check | backends | engine | all passing after (s) | checks/s | own count/s | failed/s | transitions | new conns/s | CPU (cores) | CPU per check (µs) | user (µs) | sys (µs) | VmRSS (MB) | VmRSS after a scrape (MB) |\n'
-printf '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n'
+echo "probes-vs-haproxy: $(date -u +%Y-%m-%dT%H:%MZ), ${secs}s windows, sizes $sizes, $(nproc) cores, $bin ($(git rev-parse --short HEAD)$(git diff --quiet HEAD -- Sources || echo ", modified"))" >&2
+printf '| check | backends | engine | all passing after (s) | checks/s | own count/s | failed/s | transitions | new conns/s | CPU (cores) | CPU per check (µs) | user (µs) | sys (µs) | nginx (µs) | ksoftirqd (µs) | VmRSS (MB) | VmRSS after a scrape (MB) |\n'
+printf '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n'
 for n in $sizes; do
     pools=$((n / 100))
-    for check in tcp http; do
-        for eng in nftpool haproxy; do
+    for check in ${CHECKS:-tcp http}; do
+        for eng in ${ENGINES:-nftpool haproxy}; do
             if [ $eng = nftpool ]; then
                 # A first start (every backend down until it passes), as for HAProxy: not the last run's table.
                 ip netns exec $L nft delete table inet probescale 2>/dev/null || true
@@ -202,7 +217,7 @@ for n in $sizes; do
             rss0=$(awk '/VmRSS/{print $2/1024}' /proc/$engine/status)
             o0=$(own_at $eng); a=$(snap)
             sleep "$secs"
-            b=$(snap); o1=$(own_at $eng)
+            b=$(snap); o1=$(own_at $eng); [ -n "${DEBUG:-}" ] && echo "snap $a / $b" >&2
             rss1=$(awk '/VmRSS/{print $2/1024}' /proc/$engine/status)
             if [ -n "${PERF_DIR:-}" ]; then  # a profile after the measured window, never during it
                 perf record -q -g -F 1999 -p $engine -o "$PERF_DIR/$check-$n-$eng.data" -- sleep "$secs" >/dev/null 2>&1 || true
@@ -211,7 +226,7 @@ for n in $sizes; do
             python3 - "$check" "$n" "$eng" "$settle" "$hz" "$a" "$b" "$o0" "$o1" "$secs" "$rss0" "$rss1" <<'EOF'
 import sys
 check, n, eng, settle, hz, a, b, o0, o1, secs, rss0, rss1 = sys.argv[1:]
-t0, u0, k0, s0, r0 = map(float, a.split()); t1, u1, k1, s1, r1 = map(float, b.split())
+t0, u0, k0, s0, r0, n0, q0 = map(float, a.split()); t1, u1, k1, s1, r1, n1, q1 = map(float, b.split())
 (w0, c0, f0, d0), (w1, c1, f1, d1) = map(float, o0.split()), map(float, o1.split())
 el, hz = t1 - t0, int(hz)
 syns, reqs = (s1 - s0) / el, (r1 - r0 - 1) / el  # one request is the first stub_status query
@@ -220,7 +235,7 @@ user, system = (u1 - u0) / hz, (k1 - k0) / hz
 own = f"{(c1 - c0) / (w1 - w0):.0f}" if eng == "nftpool" else "–"
 per = lambda cpu: f"{cpu / (checks * el) * 1e6:.0f}" if checks else "–"
 print(f"| {check} | {n} | {eng} | {settle} | {checks:.0f} | {own} | {(f1 - f0) / (w1 - w0):.0f} | {d1 - d0:.0f} | {syns:.0f} | "
-      f"{(user + system) / el:.2f} | {per(user + system)} | {per(user)} | {per(system)} | {float(rss0):.0f} | {float(rss1):.0f} |", flush=True)
+      f"{(user + system) / el:.2f} | {per(user + system)} | {per(user)} | {per(system)} | {per((n1 - n0) / hz)} | {per((q1 - q0) / hz)} | {float(rss0):.0f} | {float(rss1):.0f} |", flush=True)
 EOF
         done
     done
