@@ -32,7 +32,8 @@
 #
 # Usage (root): benchmarks/probes-vs-haproxy.sh [SECONDS] [BACKENDS...]   default 15, 1000 3000 10000.
 # Env: NFTPOOL_BIN: run this nftpool binary instead of building one (a before/after pair);
-# CHECKS (default "tcp http") and ENGINES (default "nftpool haproxy") to run fewer;
+# CHECKS (default "tcp http") and ENGINES (default "nftpool haproxy") to run fewer; METRICS=off runs
+# nftpool with `--metrics-address off` (its own count and failures are then not known: "–", 0);
 # SETTLE (default 90) seconds to wait for all backends passing; LIMIT (default 1800) for the whole run;
 # PERF_DIR: also `perf record -g` each engine for SECONDS after its measured window, into that directory.
 # Needs nginx (nginx-light), haproxy, curl. Release build. Everything runs in namespaces
@@ -41,7 +42,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${NFTPOOL_CPU_LOCKED:-}" != 1 ]; then
-    exec env NFTPOOL_CPU_LOCKED=1 flock /tmp/nftpool-cpu.lock "$0" "$@"
+    # -o: the lock is held by flock alone, not inherited by the watchdog's sleep or anything else started here.
+    exec env NFTPOOL_CPU_LOCKED=1 flock -o /tmp/nftpool-cpu.lock "$0" "$@"
 fi
 secs=${1:-15}
 shift || true
@@ -69,7 +71,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap "exit 130" INT TERM
-( sleep "$limit"; echo "probes-vs-haproxy: over ${limit}s, stopping" >&2; kill -TERM $$ ) &
+( exec >/dev/null; sleep "$limit" & s=$!; trap "kill $s" TERM; wait $s && { echo "probes-vs-haproxy: over ${limit}s, stopping" >&2; kill -TERM $$; } ) &
 watchdog=$!
 
 ip netns add $L
@@ -127,7 +129,9 @@ haproxy_cfg() {  # $1: tcp or http, $2: pools
 # Counters. The engine's own: "total failed downs" (nftpool: checks_total, its non-success part,
 # transitions logged; haproxy: -, chkfail, chkdown).
 own() {  # $1 engine
-    if [ "$1" = nftpool ]; then
+    if [ "$1" = nftpool ] && [ "${METRICS:-on}" = off ]; then
+        echo "0 0 $(grep -c ' → ' "$work/engine.log" || true)"
+    elif [ "$1" = nftpool ]; then
         ip netns exec $L curl -sf --max-time 20 http://127.0.0.1:9742/metrics |
             awk -v t="$(grep -c ' → ' "$work/engine.log" || true)" '
                 /^nftpool_backend_checks_total\{/ { total += $NF; if ($0 !~ /outcome="success"/) failed += $NF }
@@ -199,7 +203,7 @@ for n in $sizes; do
                 nftpool_spec $check $pools > "$work/spec.yaml"
                 t0=$(date +%s.%N)
                 $bin run --netns $L --status-file "$work/status.json" --state-file "$work/state.json" \
-                    --metrics-address 127.0.0.1:9742 "$work/spec.yaml" 2> "$work/engine.log" &
+                    --metrics-address "$([ "${METRICS:-on}" = off ] && echo off || echo 127.0.0.1:9742)" "$work/spec.yaml" 2> "$work/engine.log" &
             else
                 haproxy_cfg $check $pools > "$work/haproxy.cfg"
                 rm -f "$work/haproxy.sock"
@@ -232,7 +236,7 @@ el, hz = t1 - t0, int(hz)
 syns, reqs = (s1 - s0) / el, (r1 - r0 - 1) / el  # one request is the first stub_status query
 checks = syns if check == "tcp" else reqs
 user, system = (u1 - u0) / hz, (k1 - k0) / hz
-own = f"{(c1 - c0) / (w1 - w0):.0f}" if eng == "nftpool" else "–"
+own = f"{(c1 - c0) / (w1 - w0):.0f}" if eng == "nftpool" and c1 > 0 else "–"
 per = lambda cpu: f"{cpu / (checks * el) * 1e6:.0f}" if checks else "–"
 print(f"| {check} | {n} | {eng} | {settle} | {checks:.0f} | {own} | {(f1 - f0) / (w1 - w0):.0f} | {d1 - d0:.0f} | {syns:.0f} | "
       f"{(user + system) / el:.2f} | {per(user + system)} | {per(user)} | {per(system)} | {per((n1 - n0) / hz)} | {per((q1 - q0) / hz)} | {float(rss0):.0f} | {float(rss1):.0f} |", flush=True)
