@@ -58,7 +58,12 @@ cleanup() {
 }
 trap cleanup EXIT
 trap "exit 130" INT TERM
-( sleep "$limit"; echo "probes-vs-haproxy: over ${limit}s, stopping" >&2; kill -TERM $$ ) &
+# The watchdog's sleep inherits the CPU lock's descriptor: killing only its subshell left the sleep holding
+# the lock for the rest of LIMIT after the run had ended, so the subshell kills its sleep when told to stop.
+( trap 'kill $sleeper 2>/dev/null; exit 0' TERM
+  sleep "$limit" & sleeper=$!
+  wait $sleeper
+  echo "probes-vs-haproxy: over ${limit}s, stopping" >&2; kill -TERM $$ ) &
 watchdog=$!
 
 ip netns add $L
