@@ -25,7 +25,8 @@
 # connect), so its p50 is about twice wrk's for the same traffic.
 #
 # Usage (root): benchmarks/datapath-scale.sh [SECONDS] [ROUNDS] [POOLS...]   default 5 s, 3 rounds, 1 100 1000 10000
-# Env: CONNS (default 32) connections in flight; MODES (default "a b c").
+# Env: CONNS (default 32) connections in flight; MODES (default "a b c"); RATE: an open loop at this many
+# connections a second (shortconn's RATE; CONNS is then the most in flight) instead of the closed loop.
 # Needs nginx (nginx-light), haproxy, conntrack, cc. Release build. Namespaces nftpool-dps-$$-*, removed on
 # exit. The whole run holds /tmp/nftpool-cpu.lock (build and measurements).
 set -euo pipefail
@@ -136,18 +137,19 @@ PY
 busy_jiffies() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
 hz=$(getconf CLK_TCK)
 echo "mode,pools,pattern,round,requests,rate,p50_ms,p99_ms,cpu_us_per_conn,errors" > "$work/runs.csv"
+[ -n "${RATE:-}" ] && echo "open loop: ${RATE} connections a second offered, at most $conns in flight" >&2
 measure() { # MODE POOLS PATTERN ROUND TARGETS
-    ip netns exec $C "$work/shortconn" "$5" $conns 1 >/dev/null
+    ip netns exec $C "$work/shortconn" "$5" $conns 1 ${RATE:-} >/dev/null
     ip netns exec $L conntrack -F >/dev/null 2>&1 || true
     local j0 j1 out
     j0=$(busy_jiffies)
-    out=$(ip netns exec $C "$work/shortconn" "$5" $conns $secs)
+    out=$(ip netns exec $C "$work/shortconn" "$5" $conns $secs ${RATE:-})
     j1=$(busy_jiffies)
     eval "local $out"
     local cpu
     cpu=$(python3 -c "print(f'{($j1 - $j0) / $hz * 1e6 / max($requests, 1):.1f}')")
     echo "$1,$2,$3,$4,$requests,$rate,$p50_ms,$p99_ms,$cpu,$errors" >> "$work/runs.csv"
-    echo "round $4 mode $1 pools $2 $3: $rate conn/s, p50 $p50_ms ms, p99 $p99_ms ms, $cpu us CPU/conn, $errors errors" >&2
+    echo "round $4 mode $1 pools $2 $3: $rate conn/s, p50 $p50_ms ms, p99 $p99_ms ms, $cpu us CPU/conn, $errors errors, ${late:-0} late starts" >&2
 }
 ip netns exec $C "$work/shortconn" "$work/targets-a-one" $conns 3 >/dev/null
 for round in $(seq 1 "$rounds"); do
@@ -216,4 +218,5 @@ for m, n, pat in keys:
     note = f" ({errs} errors)" if errs else ""
     print(f"| {names[m]} | {n} | {pat} | {rate:.0f}{note} | {rate / arate[(str(n), pat)]:.2f}x | {p50:.2f} | {p99:.2f} | {cpu:.1f} | {cost:.1f} | {flat} |")
 PY
-cp "$work/runs.csv" benchmarks/datapath-scale-last-runs.csv
+[ -z "${RATE:-}${MODES:-}${CONNS:-}" ] && cp "$work/runs.csv" benchmarks/datapath-scale-last-runs.csv
+true

@@ -4,7 +4,10 @@
 // list (round-robin over TARGETS, a file of "ADDRESS PORT" lines), so the traffic can be spread over
 // thousands of VIPs. wrk opens every connection of a thread to one address.
 //
-// Usage: shortconn TARGETS CONNECTIONS SECONDS
+// Usage: shortconn TARGETS CONNECTIONS SECONDS [RATE]
+// With RATE (connections a second), an open loop: a new connection starts every 1/RATE s, at most
+// CONNECTIONS in flight (a start that finds none free waits for one and counts as late); without, a closed
+// loop like wrk's: each connection is replaced as soon as it ends.
 // Prints one line: requests=N seconds=S rate=R p50_ms=X p99_ms=Y errors=E
 // (latency: from connect() to the server's close after the answer, per connection).
 // Build: cc -O2 -o shortconn shortconn.c
@@ -29,6 +32,7 @@ static size_t ntargets, next_target;
 static unsigned *hist;
 static long long done, errors;
 static int ep;
+static double rate; // 0: closed loop
 
 struct conn {
     int fd;
@@ -61,8 +65,8 @@ static void open_conn(struct conn *c) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: shortconn TARGETS CONNECTIONS SECONDS\n");
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: shortconn TARGETS CONNECTIONS SECONDS [RATE]\n");
         return 2;
     }
     FILE *f = fopen(argv[1], "r");
@@ -83,16 +87,35 @@ int main(int argc, char **argv) {
     if (ntargets == 0) { fprintf(stderr, "no targets\n"); return 1; }
     int nconn = atoi(argv[2]);
     double secs = atof(argv[3]);
+    if (argc == 5) rate = atof(argv[4]);
     hist = calloc(BUCKETS, sizeof *hist);
     ep = epoll_create1(EPOLL_CLOEXEC);
     struct conn *conns = calloc(nconn, sizeof *conns);
     double t0 = now(), end = t0 + secs;
-    for (int i = 0; i < nconn; i++) open_conn(&conns[i]);
+    struct conn **idle = calloc(nconn, sizeof *idle);
+    int nidle = 0;
+    double next_start = t0;
+    long long late = 0;
+    if (rate > 0) for (int i = 0; i < nconn; i++) idle[nidle++] = &conns[i];
+    else for (int i = 0; i < nconn; i++) open_conn(&conns[i]);
     struct epoll_event evs[256];
     char buf[4096];
     double t = t0;
     while ((t = now()) < end) {
-        int n = epoll_wait(ep, evs, 256, 100);
+        int timeout = 100;
+        if (rate > 0) {
+            while (t >= next_start && nidle > 0) {
+                open_conn(idle[--nidle]);
+                next_start += 1 / rate;
+            }
+            if (t >= next_start) { // no connection free: the start waits for one
+                late++;
+                next_start = t;
+            }
+            // whole milliseconds, at least 1: starts due within a tick go out together, and the loop never spins
+            timeout = nidle > 0 ? 1 + (int)((next_start - t) * 1000) : 100;
+        }
+        int n = epoll_wait(ep, evs, 256, timeout);
         for (int i = 0; i < n; i++) {
             struct conn *c = evs[i].data.ptr;
             int failed = (evs[i].events & EPOLLERR) != 0;
@@ -122,7 +145,8 @@ int main(int argc, char **argv) {
                     done++;
                 } else errors++;
                 close(c->fd); // also removes it from the epoll set
-                open_conn(c);
+                if (rate > 0) idle[nidle++] = c;
+                else open_conn(c);
             }
         }
     }
@@ -133,7 +157,7 @@ int main(int argc, char **argv) {
         if (p50 < 0 && seen * 2 >= done) p50 = b;
         if (p99 < 0 && seen * 100 >= done * 99) { p99 = b; break; }
     }
-    printf("requests=%lld seconds=%.3f rate=%.1f p50_ms=%.3f p99_ms=%.3f errors=%lld\n", done, elapsed,
-           done / elapsed, (p50 + 0.5) * BUCKET_US / 1000.0, (p99 + 0.5) * BUCKET_US / 1000.0, errors);
+    printf("requests=%lld seconds=%.3f rate=%.1f p50_ms=%.3f p99_ms=%.3f errors=%lld late=%lld\n", done, elapsed,
+           done / elapsed, (p50 + 0.5) * BUCKET_US / 1000.0, (p99 + 0.5) * BUCKET_US / 1000.0, errors, late);
     return 0;
 }
