@@ -223,6 +223,9 @@ for m in sorted({r["mode"] for r in rows}):
     med = lambda k: statistics.median(float(r[k]) for r in rs)
     agg[m] = dict(rate=med("rate"), p50=med("p50_ms"), p99=med("p99_ms"), cpu=med("cpu_us_per_conn"),
                   errors=sum(1 for r in rs if r["errors"].strip()))
+if "a" not in agg:  # MODES without a: no baseline to compare with
+    for m, v in agg.items(): print(m, v)
+    sys.exit(0)
 a = agg["a"]
 print(f"{sys.argv[3]} rounds x {sys.argv[2]} s per mode, interleaved; wrk -t1 -c{sys.argv[4]}, Connection: close; medians over rounds.\n")
 print("| mode | conn/s | vs a | p50 (ms) | p99 (ms) | p99 vs a | CPU per conn (us) | LB cost per conn (us) | LB cost vs HAProxy |")
