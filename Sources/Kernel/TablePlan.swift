@@ -123,7 +123,7 @@ struct TablePlan {
         for name in deleteChains { TableMessages.deleteChain(name, table: table.name, in: &batch) }
         for chain in addChains { TableMessages.addChain(chain, table: table.name, in: &batch) }
         // Set IDs name sets created in this batch, for the sets and rules it adds. A plan of elements only (a
-        // health flip) needs none, and building them hashes every set's name: 20,000 at 10,000 pools, a
+        // health flip) needs none, and building them hashes every set's name: 10,008 at 10,000 pools, a
         // third of a flip's time there.
         let ids = addSets.isEmpty && addRules.isEmpty ? [:] : TableMessages.setIDs(table)
         for set in addSets {
