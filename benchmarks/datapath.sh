@@ -18,11 +18,32 @@
 # Usage (root): benchmarks/datapath.sh [SECONDS_PER_RUN] [ROUNDS]   default: 5 s, 3 rounds
 # Needs: wrk nginx-light haproxy conntrack (ipvsadm optional), gnuplot for the plot (optional).
 # Everything lives in namespaces nftpool-dp-$$-*; the host's ruleset and interfaces are never touched.
+# The whole run (build and measurements) holds /tmp/nftpool-cpu.lock.
+#
+# Variants, to find what moves the figures (docs/datapath.md, "Why another harness measured 0.96x"); each
+# changes one thing, defaults as above. A run with any of them set does not overwrite the last-runs CSV or
+# the plot:
+#   MODES="a b"    the modes to run (default: a t b c, and d where IPVS works)
+#   CONNS=N        connections in flight (wrk -cN; default 32)
+#   KEEPALIVE=1    no `Connection: close`: wrk keeps each connection for many requests
+#   BACKENDS=N     the nftpool pool has N backends (10.20.1.1..N, all on the one nginx; default 1)
+#   COUNTERS=0     after apply, flush nftpool's filter-forward/filter-output chains (the per-backend counting
+#                  rule) and remove the `counter` from its pool chain's rule
+#   NOFLUSH=1      do not flush the LB's conntrack between runs (entries of earlier runs stay, in TIME_WAIT)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${NFTPOOL_CPU_LOCKED:-}" != 1 ]; then
+    exec env NFTPOOL_CPU_LOCKED=1 flock /tmp/nftpool-cpu.lock "$0" "$@"
+fi
 secs=${1:-5}
 rounds=${2:-3}
 conns=${CONNS:-32}
+backends=${BACKENDS:-1}
+variant=0
+for v in MODES CONNS KEEPALIVE BACKENDS COUNTERS NOFLUSH; do [ -n "${!v:-}" ] && variant=1; done
+close_hdr=(-H "Connection: close")
+[ "${KEEPALIVE:-0}" = 1 ] && close_hdr=()
+flush_ct() { [ "${NOFLUSH:-0}" = 1 ] || ip netns exec $L conntrack -F >/dev/null 2>&1 || true; }
 swift build -c release >/dev/null
 bin=$PWD/.build/release/nftpool
 for tool in wrk nginx haproxy conntrack; do
@@ -71,6 +92,7 @@ addr add 10.20.0.13/24 dev e0
 addr add 10.20.0.14/24 dev e0
 addr add 10.20.0.15/24 dev e0
 route add default via 10.20.0.1
+route add local 10.20.1.0/24 dev lo
 EOT
 ip netns exec $L sysctl -qw net.ipv4.ip_forward=1
 if [ $have_ipvs -eq 1 ] && ! ip netns exec $L ipvsadm -Ln >/dev/null 2>&1; then
@@ -117,8 +139,14 @@ pools:
     frontends: [{address: 10.99.0.1, port: 80}]
     scheduler: round-robin
     snat: masquerade
-    backends: [{address: 10.20.0.12}]
 EOT
+if [ "$backends" = 1 ]; then
+    echo "    backends: [{address: 10.20.0.12}]" >> "$work/pool.yaml"
+else
+    echo "    backends:" >> "$work/pool.yaml"
+    for i in $(seq 1 "$backends"); do echo "      - {address: 10.20.1.$i}" >> "$work/pool.yaml"; done
+    ip netns exec $L ip route add 10.20.1.0/24 via 10.20.0.11
+fi
 
 target() {
     case $1 in
@@ -132,7 +160,14 @@ target() {
 setup() {
     case $1 in
         t) ip netns exec $L nft -f - <<<'table ip dpct { chain ctonly { type filter hook forward priority 0; ct state established counter accept; }; }' ;;
-        b) $bin apply --netns $L "$work/pool.yaml" >/dev/null ;;
+        b) $bin apply --netns $L "$work/pool.yaml" >/dev/null
+           if [ "${COUNTERS:-1}" = 0 ]; then
+               ip netns exec $L nft flush chain inet dpbench filter-forward
+               ip netns exec $L nft flush chain inet dpbench filter-output
+               rule=$(ip netns exec $L nft list chain inet dpbench pool-web | grep 'dnat ip to' | sed 's/ counter packets [0-9]* bytes [0-9]*//')
+               ip netns exec $L nft flush chain inet dpbench pool-web
+               echo "add rule inet dpbench pool-web $rule" | ip netns exec $L nft -f -
+           fi ;;
         c) ip netns exec $L haproxy -D -p "$work/haproxy.pid" -f "$work/haproxy.cfg"; sleep 0.3 ;;
         d) ip netns exec $L ipvsadm -A -t 10.99.0.3:80 -s rr
            ip netns exec $L ipvsadm -a -t 10.99.0.3:80 -r 10.20.0.14:80 -m ;;
@@ -146,12 +181,13 @@ teardown() {
         c) kill "$(cat "$work/haproxy.pid")"; sleep 0.3 ;;
         d) ip netns exec $L ipvsadm -C ;;
     esac
-    ip netns exec $L conntrack -F >/dev/null 2>&1 || true
+    flush_ct
 }
 busy_jiffies() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
 
 modes=(a t b c)
 [ $have_ipvs -eq 1 ] && modes+=(d)
+[ -n "${MODES:-}" ] && read -r -a modes <<<"$MODES"
 echo "mode,round,requests,rate,p50_ms,p99_ms,cpu_us_per_conn,errors" > "$work/runs.csv"
 # wrk's latency lines look like "50%  1.23ms" / "99%  850.00us" / "1.02s"
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v} else {sub(/s$/,"",v); print v*1000}}'; }
@@ -159,10 +195,10 @@ for round in $(seq 1 "$rounds"); do
     for m in "${modes[@]}"; do
         setup $m
         # A short warm-up, so every mode starts with its caches and the backend's accept queue warm.
-        ip netns exec $C wrk -t1 -c$conns -d1s -H "Connection: close" "$(target $m)" >/dev/null
-        ip netns exec $L conntrack -F >/dev/null 2>&1 || true
+        ip netns exec $C wrk -t1 -c$conns -d1s "${close_hdr[@]}" "$(target $m)" >/dev/null
+        flush_ct
         j0=$(busy_jiffies)
-        out=$(ip netns exec $C wrk -t1 -c$conns -d${secs}s -H "Connection: close" --latency "$(target $m)")
+        out=$(ip netns exec $C wrk -t1 -c$conns -d${secs}s "${close_hdr[@]}" --latency "$(target $m)")
         j1=$(busy_jiffies)
         teardown $m
         requests=$(echo "$out" | awk '/requests in/{print $1}')
@@ -187,6 +223,9 @@ for m in sorted({r["mode"] for r in rows}):
     med = lambda k: statistics.median(float(r[k]) for r in rs)
     agg[m] = dict(rate=med("rate"), p50=med("p50_ms"), p99=med("p99_ms"), cpu=med("cpu_us_per_conn"),
                   errors=sum(1 for r in rs if r["errors"].strip()))
+if "a" not in agg:  # MODES without a: no baseline to compare with
+    for m, v in agg.items(): print(m, v)
+    sys.exit(0)
 a = agg["a"]
 print(f"{sys.argv[3]} rounds x {sys.argv[2]} s per mode, interleaved; wrk -t1 -c{sys.argv[4]}, Connection: close; medians over rounds.\n")
 print("| mode | conn/s | vs a | p50 (ms) | p99 (ms) | p99 vs a | CPU per conn (us) | LB cost per conn (us) | LB cost vs HAProxy |")
@@ -204,6 +243,7 @@ with open(sys.argv[1] + ".agg", "w") as f:
     for m, v in sorted(agg.items(), key=lambda kv: "atbcd".index(kv[0])):
         f.write(f'"{short[m]}" {v["rate"]:.0f} {v["cpu"]:.1f}\n')
 PY
+[ $variant = 1 ] && exit 0
 cp "$work/runs.csv" benchmarks/datapath-last-runs.csv
 if command -v gnuplot >/dev/null; then
     gnuplot <<EOT

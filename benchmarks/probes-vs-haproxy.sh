@@ -71,7 +71,11 @@ cleanup() {
 }
 trap cleanup EXIT
 trap "exit 130" INT TERM
-( exec >/dev/null; sleep "$limit" & s=$!; trap "kill $s" TERM; wait $s && { echo "probes-vs-haproxy: over ${limit}s, stopping" >&2; kill -TERM $$; } ) &
+# The watchdog's subshell kills its sleep when told to stop (flock -o above keeps the lock out of both).
+( trap 'kill $sleeper 2>/dev/null; exit 0' TERM
+  sleep "$limit" & sleeper=$!
+  wait $sleeper
+  echo "probes-vs-haproxy: over ${limit}s, stopping" >&2; kill -TERM $$ ) &
 watchdog=$!
 
 ip netns add $L

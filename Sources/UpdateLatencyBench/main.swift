@@ -21,26 +21,32 @@ let spec = Spec(table: "latency", pools: (0..<pools).map { p in
 do {
     let kernel = try NetfilterKernel(netns: args[1])
     var health = Health()
+    let clock = ContinuousClock()
+    let loadStart = clock.now
     var table = RulesetBuilder.table(for: spec, health: health)
     try kernel.apply(table)
-    var times: [Double] = [], messages: [Int] = []
-    let clock = ContinuousClock()
+    let load = loadStart.duration(to: clock.now)
+    var times: [Double] = [], builds: [Double] = [], messages: [Int] = []
+    func ms(_ d: Duration) -> Double { Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15 }
     for _ in 0..<flips {
         let pool = spec.pools.randomElement()!
         let ref = BackendRef(pool, pool.backends.randomElement()!)
         let start = clock.now
         if health.down.contains(ref) { health.down.remove(ref) } else { health.down.insert(ref) }
         let next = RulesetBuilder.updating(table, spec: spec, pool: pool.name, health: health)
+        let built = clock.now
         let report = try kernel.apply(next, after: table)
         let took = start.duration(to: clock.now)
         table = next
-        times.append(Double(took.components.seconds) * 1000 + Double(took.components.attoseconds) / 1e15)
+        times.append(ms(took))
+        builds.append(ms(start.duration(to: built)))
         messages.append(report.messages)
     }
     let drift = try kernel.diff(RulesetBuilder.table(for: spec, health: health))
     times.sort()
-    func pct(_ p: Int) -> String { String(format: "%.2f", times[min(times.count - 1, times.count * p / 100)]) }
-    print("| \(pools) x \(per) | \(flips) | \(pct(50)) | \(pct(99)) | \(String(format: "%.2f", times.last!)) | \(Set(messages).sorted().map(String.init).joined(separator: ", ")) | \(drift.isEmpty ? "none" : "\(drift.count) lines") |")
+    builds.sort()
+    func pct(_ p: Int, _ xs: [Double] = times) -> String { String(format: "%.2f", xs[min(xs.count - 1, xs.count * p / 100)]) }
+    print("| \(pools) x \(per) | \(flips) | \(pct(50)) | \(pct(99)) | \(String(format: "%.2f", times.last!)) | \(pct(50, builds)) | \(Set(messages).sorted().map(String.init).joined(separator: ", ")) | \(drift.isEmpty ? "none" : "\(drift.count) lines") | \(String(format: "%.2f", ms(load) / 1000)) |")
 } catch {
     FileHandle.standardError.write(Data("\(error)\n".utf8))
     exit(1)
