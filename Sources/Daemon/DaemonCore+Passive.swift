@@ -45,7 +45,7 @@ extension DaemonCore {
         passiveErrors = passiveErrors.filter { !health.down.contains($0.key) }
         guard !down.isEmpty else { return ([], []) }
         for pool in Set(down.map(\.0.pool)).sorted() {
-            desired = RulesetBuilder.updating(desired, spec: spec, pool: pool, health: health)
+            rebuild(pool: pool)
         }
         var (outcome, extra) = sync(now: now)
         if down.count > 1 { outcome += " (with \(down.count - 1) other change\(down.count == 2 ? "" : "s"))" }

@@ -51,7 +51,7 @@ extension DaemonCore {
             moved.append((ref, share))
         }
         guard !moved.isEmpty else { return [] }
-        for pool in Set(moved.map(\.0.pool)).sorted() { desired = RulesetBuilder.updating(desired, spec: spec, pool: pool, health: health) }
+        for pool in Set(moved.map(\.0.pool)).sorted() { rebuild(pool: pool) }
         let (outcome, extra) = sync(now: now)
         return moved.sorted { $0.0.description < $1.0.description }.map { ref, share in
             Line(level: share == nil ? .notice : .info,

@@ -138,20 +138,45 @@ public enum RulesetBuilder {
     /// work, not the whole table's.
     public static func updating(_ previous: Table, spec: Spec, pool name: String, health: Health) -> Table {
         guard let pool = spec.pools.first(where: { $0.name == name }) else { return previous }
-        let layout = PoolLayout(pool, table: spec.table, health: health)
         var table = previous
-        let frontendKeys = Set(pool.frontends.map { [Value.address($0.address), .proto($0.protocol), .port($0.port)] })
+        update(&table, spec: spec, pool: pool, health: health)
+        return table
+    }
+
+    /// `updating`, in place. At 10,000 pools a flip must not touch what it does not change: the frontends
+    /// map (one element per frontend of every pool) is searched, not scanned, and written only where a
+    /// verdict changes, so it keeps sharing storage with the table last applied, and the plan compares
+    /// it by identity rather than element by element.
+    public static func update(_ table: inout Table, spec: Spec, pool: Pool, health: Health) {
+        let layout = PoolLayout(pool, table: spec.table, health: health)
+        let verdict = ElementData.verdict(layout.verdict)
+        let keys = pool.frontends.map { [Value.address($0.address), .proto($0.protocol), .port($0.port)] }
         let slotMap = slotMapName(pool), frontends = "frontends-\(suffix(pool.family))"
-        for i in table.sets.indices {
+        var left = 2
+        for i in table.sets.indices where left > 0 {
             if table.sets[i].name == slotMap {
                 table.sets[i] = layout.slotMap
+                left -= 1
             } else if table.sets[i].name == frontends {
-                for j in table.sets[i].elements.indices where frontendKeys.contains(table.sets[i].elements[j].key) {
-                    table.sets[i].elements[j].data = .verdict(layout.verdict)
+                for key in keys {
+                    guard let j = index(of: key, in: table.sets[i].elements), table.sets[i].elements[j].data != verdict else { continue }
+                    table.sets[i].elements[j].data = verdict
                 }
+                left -= 1
             }
         }
-        return table
+    }
+
+    /// Where `key` is among `elements`, sorted by key as `table(for:health:)` makes them (a binary
+    /// search), or by a scan if they are not.
+    static func index(of key: [Value], in elements: [Element]) -> Int? {
+        var low = 0, high = elements.count
+        while low < high {
+            let mid = (low + high) / 2
+            if elements[mid].key.lexicographicallyPrecedes(key) { low = mid + 1 } else { high = mid }
+        }
+        if low < elements.count, elements[low].key == key { return low }
+        return elements.firstIndex { $0.key == key }
     }
 
     public static func chainName(_ pool: Pool) -> String { "pool-\(pool.name)" }

@@ -33,11 +33,12 @@ do {
         let ref = BackendRef(pool, pool.backends.randomElement()!)
         let start = clock.now
         if health.down.contains(ref) { health.down.remove(ref) } else { health.down.insert(ref) }
-        let next = RulesetBuilder.updating(table, spec: spec, pool: pool.name, health: health)
+        // As the daemon: the wanted table updated in place, planned against the one last applied.
+        let applied = table
+        RulesetBuilder.update(&table, spec: spec, pool: pool, health: health)
         let built = clock.now
-        let report = try kernel.apply(next, after: table)
+        let report = try kernel.apply(table, after: applied)
         let took = start.duration(to: clock.now)
-        table = next
         times.append(ms(took))
         builds.append(ms(start.duration(to: built)))
         messages.append(report.messages)

@@ -43,4 +43,31 @@ struct HealthFlipTests {
         #expect(plan.addElements.map(\.set.name) == ["frontends-v4"], "whenAllDown: reject, the verdict changes")
         #expect(plan.addElements[0].elements.map(\.data) == [.verdict(.goto(RulesetBuilder.rejectChain))])
     }
+
+    /// A flip that leaves the pool serving does not write the frontends map at all: it keeps the storage
+    /// of the table last applied, so neither the update nor the plan walks its 1,000 elements.
+    @Test func aFlipThatKeepsThePoolServingLeavesTheFrontendsMapShared() throws {
+        let spec = PlanFixtures.spec(pools: 1000, backends: 10)
+        let before = RulesetBuilder.table(for: spec)
+        let pool = spec.pools[421]
+        let health = Health(down: [BackendRef(pool, pool.backends[0])])
+        var after = before
+        RulesetBuilder.update(&after, spec: spec, pool: pool, health: health)
+        #expect(after == RulesetBuilder.table(for: spec, health: health))
+        func storage(_ t: Table) -> UnsafeRawPointer? {
+            t.set(named: "frontends-v4")!.elements.withUnsafeBufferPointer { UnsafeRawPointer($0.baseAddress) }
+        }
+        #expect(storage(after) == storage(before), "the frontends map was copied")
+        #expect(storage(after) != nil)
+    }
+
+    /// Frontends are found by binary search in the sorted map, and by a scan in one that is not sorted.
+    @Test func aFrontendIsFoundSortedOrNot() {
+        let keys = (0..<50).map { [Value.address(IPAddress("10.0.\($0 / 10).\($0 % 10)")!), .proto(.tcp), .port(443)] }
+        let sorted = keys.sorted { $0.lexicographicallyPrecedes($1) }.map { Element(key: $0) }
+        for (i, e) in sorted.enumerated() { #expect(RulesetBuilder.index(of: e.key, in: sorted) == i) }
+        let shuffled = Array(sorted.reversed())
+        for (i, e) in shuffled.enumerated() { #expect(RulesetBuilder.index(of: e.key, in: shuffled) == i) }
+        #expect(RulesetBuilder.index(of: [.address(IPAddress("10.9.9.9")!), .proto(.tcp), .port(443)], in: sorted) == nil)
+    }
 }
