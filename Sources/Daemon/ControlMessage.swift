@@ -54,6 +54,7 @@ public enum ControlMessage {
         }
     }
 
-    /// A request or reply larger than this is refused (the status of 10,000 backends is a few MB).
+    /// A request larger than this is refused. (Replies are not capped: the status of 10,000 backends is a
+    /// few MB.)
     public static let maxRequest = 64 * 1024
 }

@@ -45,9 +45,8 @@ public final class ControlSocket: Sendable {
         let e = errno
         umask(old)
         guard bound, listen(fd, 16) == 0 else {
-            let why = String(cString: strerror(bound ? errno : e))
-            close(fd)
-            throw Failure(description: "cannot serve the control socket \(path): \(why)")
+            // deinit closes fd: every stored property is set, so it runs after this throw too.
+            throw Failure(description: "cannot serve the control socket \(path): \(String(cString: strerror(bound ? errno : e)))")
         }
     }
 
@@ -113,10 +112,16 @@ public final class ControlSocket: Sendable {
     static func readRequest(_ fd: Int32) -> Result<ControlMessage.Request, Failure> {
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
+        // 2 s for the whole request, not per read: a client trickling a byte at a time cannot hold the thread.
+        let deadline = ContinuousClock.now + .seconds(2)
         while !bytes.contains(10) {
+            guard ContinuousClock.now < deadline else { return .failure(Failure(description: "no whole request within 2 s")) }
             let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n < 0, errno == EINTR { continue }
-            if n < 0 { return .failure(Failure(description: "no request within 2 s")) }
+            if n < 0 {
+                let e = errno
+                return .failure(Failure(description: e == EAGAIN || e == EWOULDBLOCK ? "no whole request within 2 s" : "cannot read the request: \(String(cString: strerror(e)))"))
+            }
             if n == 0 { break }
             bytes += chunk[0..<n]
             if bytes.count > ControlMessage.maxRequest { return .failure(Failure(description: "request larger than \(ControlMessage.maxRequest) bytes")) }

@@ -127,7 +127,7 @@ public final class Daemon {
             logger.notice("runtime overrides from \(stateFile.path): \(core.overrides.backends.keys.sorted().joined(separator: ", "))")
         }
         log(try core.start())
-        /// Keeps the overrides on disk whenever they change; false (and logged) when they cannot be.
+        /// Keeps the overrides on disk whenever they change; why not (also logged) when they cannot be.
         var savedOverrides = stored
         func saveOverrides() -> String? {
             guard core.overrides != savedOverrides else { return nil }
@@ -165,6 +165,14 @@ public final class Daemon {
         var lastBeat = ContinuousClock.now - .seconds(60)
         var lastResyncRequest: (at: ContinuousClock.Instant, answered: Bool)?
         var digest = (revision: -1, text: "")
+        /// The wanted table's digest, rendered again only when it changed. The status compares the peers'
+        /// digests with this one, so it must not lag behind a change that no beat has sent yet.
+        func tableDigest() -> String {
+            if digest.revision != core.desiredRevision {
+                digest = (core.desiredRevision, String(StableHash.hash64(NftRenderer.body(core.desired)), radix: 16))
+            }
+            return digest.text
+        }
         var lastProgressLog: ContinuousClock.Instant?
         /// The track file from the gate's decision: FAULT until the table is loaded or while yielding, -253
         /// while not resynced, above 0 while holding the VIPs for a peer that is not resynced, else 0.
@@ -208,12 +216,8 @@ public final class Daemon {
                 }
             }
             publishTrack(now: now)
-            // Rendered again only when the wanted table changed, not every beat.
-            if digest.revision != core.desiredRevision {
-                digest = (core.desiredRevision, String(StableHash.hash64(NftRenderer.body(core.desired)), radix: 16))
-            }
             beatSeq += 1
-            peerLink?.send(gate!.beat(flows: flows, tableDigest: digest.text, seq: beatSeq))
+            peerLink?.send(gate!.beat(flows: flows, tableDigest: tableDigest(), seq: beatSeq))
         }
         publishTrack(now: .now)
         link?.watchRoles { sink.yield(.role($0, $1)) }
@@ -268,6 +272,7 @@ public final class Daemon {
         func writeStatus() -> StatusFile.Document {
             let haState = link.map { l in
                 let now = ContinuousClock.now, wall = Date().timeIntervalSince1970
+                let ours = tableDigest()
                 var state = StatusFile.HAState(
                     node: l.node.name, role: role.0.rawValue,
                     roleSince: wall - StatusFile.seconds(role.2.duration(to: now)), track: track)
@@ -282,7 +287,7 @@ public final class Daemon {
                             resynced: p?.beat.resynced ?? false,
                             heard: p.map { wall - StatusFile.seconds($0.heardAt.duration(to: now)) },
                             lost: p.map { now - $0.heardAt > g.peerTimeout } ?? true,
-                            sameTable: p?.beat.table_digest == digest.text)
+                            sameTable: p?.beat.table_digest == ours)
                     }
                 }
                 return state
@@ -402,7 +407,7 @@ public final class Daemon {
                     let change: DaemonCore.AdminChange
                     if let text = request.state {
                         guard let state = AdminState(rawValue: text) else {
-                            responder.reply(.init(exit: 2, message: "unknown state \(text): enabled, drain or disabled"))
+                            responder.reply(.init(exit: 2, message: "unknown state \(DaemonCore.quoted(text)): enabled, drain or disabled"))
                             continue
                         }
                         change = .state(state, closeConnections: request.closeConnections ?? false)

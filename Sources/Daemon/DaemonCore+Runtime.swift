@@ -53,6 +53,8 @@ extension DaemonCore {
             // Back in service from drain: ramp up (from disabled it ramps once its checks rise).
             if state == .enabled, backend.state != .enabled, !health.down.contains(ref) { startRamp(ref, in: pool, now: now) }
             if state != .enabled { stopRamp(ref) }
+            // Disabled, its probes stop; back from disabled they start over: a hold from before means nothing.
+            if state == .disabled || backend.state == .disabled { damper.forget(ref) }
             if state == .disabled, close {
                 pendingClose.insert(ref)
                 closing = true
@@ -115,7 +117,7 @@ extension DaemonCore {
     }
 
     /// A name from the command line, shown safely (no control characters, bounded length).
-    static func quoted(_ s: String) -> String {
+    public static func quoted(_ s: String) -> String {
         let cleaned = String(s.unicodeScalars.prefix(80).map { $0.properties.generalCategory == .control ? "?" : Character($0) })
         return "\"\(cleaned)\(s.unicodeScalars.count > 80 ? "…" : "")\""
     }

@@ -163,6 +163,11 @@ public final class DaemonCore {
         return lines + extra
     }
 
+    /// A check as the probes see it (ProbeTarget drops the same fields): whether a reload restarts them.
+    static func probing(_ check: HealthCheck?) -> HealthCheck? {
+        check.map { var c = $0; c.passive = nil; c.damping = nil; return c }
+    }
+
     static func seconds(_ d: Duration) -> Double {
         Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
@@ -174,6 +179,7 @@ public final class DaemonCore {
             return [Line(level: .error, text: "reload: the table name changed (\(spec.table) → \(next.table)); restart nftpool to move to another table. Keeping the running spec")]
         }
         let file = next
+        let previous = spec
         var kept = overrides
         let gone = kept.prune(for: file)
         let next = kept.applied(to: file)
@@ -196,7 +202,12 @@ public final class DaemonCore {
             overrides = kept
             health = newHealth
             rampStarted = rampStarted.filter { newHealth.ramp[$0.key] != nil }
-            damper.retain { ref in next.pools.contains { $0.name == ref.pool && $0.healthCheck?.damping != nil && $0.backends.contains { $0.endpoint == ref.endpoint } } }
+            // A pool whose check changed starts its probes over (down until rise): its holds go too.
+            let sameCheck = Set(next.pools.filter { p in Self.probing(previous.pools.first { $0.name == p.name }?.healthCheck) == Self.probing(p.healthCheck) }.map(\.name))
+            damper.retain { ref in sameCheck.contains(ref.pool) && next.pools.contains { $0.name == ref.pool && $0.healthCheck?.damping != nil && $0.backends.contains { $0.endpoint == ref.endpoint } } }
+            let present = Set(next.pools.flatMap { p in p.backends.map { BackendRef(p, $0) } })
+            passiveErrors = passiveErrors.filter { present.contains($0.key) }
+            everServed.formIntersection(present)
             desired = table
             applied = table
             failure = nil

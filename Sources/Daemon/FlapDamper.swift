@@ -50,8 +50,10 @@ struct FlapDamper {
 
     var isHolding: Bool { records.values.contains { $0.heldUntil != nil } }
 
-    /// Forgets backends that are gone (a reload, a runtime disable).
+    /// Forgets backends that are gone or whose probes start over (a reload, a runtime disable).
     mutating func retain(_ keep: (BackendRef) -> Bool) {
         records = records.filter { keep($0.key) }
     }
+
+    mutating func forget(_ ref: BackendRef) { records[ref] = nil }
 }

@@ -38,8 +38,18 @@ public struct RuntimeStateFile: Sendable {
         case .success(let bytes):
             do {
                 let doc = try JSONDecoder().decode(Document.self, from: Data(bytes))
-                if doc.version == 1, doc.table == table { return (doc.overrides, nil) }
-                why = doc.version != 1 ? "version \(doc.version) is not 1" : "it is for table \(doc.table)"
+                if doc.version == 1, doc.table == table {
+                    // A value the CLI could never have set (a hand edit): not used, and not half used.
+                    if let bad = doc.overrides.backends.first(where: { _, e in
+                        e.weight.map { !Backend.weights.contains($0) } ?? false || e.state.map { AdminState(rawValue: $0) == nil } ?? false
+                    }) {
+                        why = "backend \(bad.key) has a state or weight nftpool does not take (\(bad.value.state ?? "-"), \(bad.value.weight.map(String.init) ?? "-"))"
+                    } else {
+                        return (doc.overrides, nil)
+                    }
+                } else {
+                    why = doc.version != 1 ? "version \(doc.version) is not 1" : "it is for table \(doc.table)"
+                }
             } catch let error as DecodingError {
                 why = "not valid runtime state (\(Self.describe(error)))"
             } catch {

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -11,10 +12,15 @@ public struct ProbeTarget: Sendable, Equatable {
     public var port: UInt16
     public var check: HealthCheck
 
+    /// `check` as far as probing goes: passive health and damping are the daemon's, and changing them
+    /// must not restart a backend's probes (a target that differs starts over, down until `rise`).
     public init(address: IPAddress, port: UInt16, check: HealthCheck) {
         self.address = address
         self.port = port
-        self.check = check
+        var probing = check
+        probing.passive = nil
+        probing.damping = nil
+        self.check = probing
     }
 }
 
@@ -23,15 +29,33 @@ public struct ProbeTarget: Sendable, Equatable {
 public final class Prober: Sendable {
     let group: MultiThreadedEventLoopGroup
     private let contexts = TLSContexts()
+    /// tcp probes, per event loop of `group`.
+    private let connects: [ObjectIdentifier: TCPConnects]
+    /// tcp probes on loops not of `group` (tests).
+    private let otherConnects = NIOLockedValueBox<[ObjectIdentifier: TCPConnects]>([:])
 
     /// One event loop per core by default: at 10,000 probes a second one loop alone is busy enough that
     /// its probes start late and time out.
     public init(threads: Int = System.coreCount) {
         group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        connects = Dictionary(uniqueKeysWithValues: group.makeIterator().map { (ObjectIdentifier($0), TCPConnects(loop: $0)) })
     }
 
     public func shutdown() async {
+        // tcp connects in flight end now, their sockets closed, rather than with the loops.
+        for c in connects.values { try? await c.loop.submit { c.abandonAll() }.get() }
         try? await group.shutdownGracefully()
+    }
+
+    private func tcpConnects(on loop: EventLoop) -> TCPConnects {
+        let id = ObjectIdentifier(loop)
+        if let c = connects[id] { return c }
+        return otherConnects.withLockedValue { others in
+            if let c = others[id] { return c }
+            let c = TCPConnects(loop: loop)
+            others[id] = c
+            return c
+        }
     }
 
     /// Forgets every TLS context, so that the next https probe reads its caFile again (a rotated CA
@@ -103,6 +127,8 @@ public final class Prober: Sendable {
         -> EventLoopFuture<ProbeResult>
     {
         let check = target.check
+        // A tcp probe sends nothing: a plain socket, no channel (TCPConnects).
+        if check.type == .tcp { return tcpConnects(on: loop).connect(to: address, timeout: check.timeout) }
         let timeout = TimeAmount.milliseconds(check.timeout.milliseconds)
         let label = Self.label(check)
         let tls: NIOSSLContext?, trust: Int
@@ -116,11 +142,9 @@ public final class Prober: Sendable {
             (tls, trust) = (nil, 0)
         }
         let done = loop.makePromise(of: ProbeResult.self)
-        // A tcp probe is over when connect is: its connect timeout is the deadline.
-        if check.type != .tcp { expire(done, after: check.timeout, on: loop) }
-        let hostHeader = check.type == .tcp || !check.host.isEmpty ? check.host : target.address.description
-        let status = check.type == .tcp
-            ? nil : StatusHandler(path: check.path, host: hostHeader, expect: check.expectStatus, label: label, keepAlive: kept != nil, first: done)
+        expire(done, after: check.timeout, on: loop)
+        let hostHeader = !check.host.isEmpty ? check.host : target.address.description
+        let status = StatusHandler(path: check.path, host: hostHeader, expect: check.expectStatus, label: label, keepAlive: kept != nil, first: done)
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(timeout)
             .channelInitializer { channel in
@@ -131,7 +155,6 @@ public final class Prober: Sendable {
                 // connecting: set once connected, 4 in 10 probes at that rate still closed with a FIN.
                 let linger = (channel as? SocketOptionProvider)?.setSoLinger(linger(l_onoff: 1, l_linger: 0))
                     ?? channel.eventLoop.makeSucceededVoidFuture()
-                guard let status else { return linger }
                 return linger.flatMapThrowing {
                     if let tls {
                         let sni = check.host.isEmpty || IPAddress(check.host) != nil ? nil : check.host
@@ -144,8 +167,7 @@ public final class Prober: Sendable {
         bootstrap.connect(to: address).whenComplete { result in
             switch result {
             case .success(let channel):
-                if check.type == .tcp { done.succeed(.success("tcp: connected")) }
-                if let kept, let status {
+                if let kept {
                     kept.hold(channel, status, trust: trust)
                 } else {
                     done.futureResult.whenComplete { _ in channel.close(promise: nil) }

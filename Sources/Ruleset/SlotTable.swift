@@ -40,8 +40,10 @@ public enum SlotTable {
         let full = members.indices.map { eligible[$0] && share[$0] >= 1 }
         guard full.contains(true) else { return reassign(base, members: members, eligible: eligible) }
         var keep = [Bool](repeating: false, count: size)
+        var slotsOf = [[Int]](repeating: [], count: members.count)  // one pass, not one per member
+        for (slot, owner) in base.enumerated() { slotsOf[owner].append(slot) }
         for i in members.indices where eligible[i] {
-            let mine = base.indices.filter { base[$0] == i }
+            let mine = slotsOf[i]
             guard share[i] < 1 else {
                 for slot in mine { keep[slot] = true }
                 continue

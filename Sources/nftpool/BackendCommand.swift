@@ -142,7 +142,8 @@ struct BackendCommand: ParsableCommand {
                 print("pool \(pool) backend \(backend): \(n) open connection\(n == 1 ? "" : "s"), waiting")
                 last = n
             }
-            Thread.sleep(forTimeInterval: 0.2)
+            // Each poll is a conntrack dump on the daemon's loop: twice a second is plenty for a drain.
+            Thread.sleep(forTimeInterval: 0.5)
         }
     }
 }

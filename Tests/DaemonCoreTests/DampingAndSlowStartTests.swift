@@ -69,6 +69,19 @@ struct DampingAndSlowStartTests {
         #expect(rise().first?.level == .notice, "forgiven")
     }
 
+    @Test func aHoldIsForgottenWhenTheBackendIsDisabledAndItsProbesStartOver() throws {
+        let core = try started(try Self.spec(damping: "{falls: 1, within: 60s, hold: 30s}"), FakeKernel())
+        _ = core.healthChanged([flip(0, .down)], now: t0)
+        _ = core.healthChanged([flip(0, .up)], now: t0 + .seconds(1))
+        #expect(core.damper.heldUntil(DaemonCoreTests.ref(0)) != nil)
+        _ = core.change(pool: "web", backend: "10.1.0.1:80", to: .state(.disabled, closeConnections: false), force: false, now: t0 + .seconds(2), wall: 1)
+        _ = core.change(pool: "web", backend: "10.1.0.1:80", to: .state(.enabled, closeConnections: false), force: false, now: t0 + .seconds(3), wall: 2)
+        #expect(core.damper.heldUntil(DaemonCoreTests.ref(0)) == nil)
+        // The old hold's end does not put it back: only its restarted probes' rise does.
+        _ = core.tick(now: t0 + .seconds(40))
+        #expect(core.health.down.contains(DaemonCoreTests.ref(0)))
+    }
+
     @Test func withoutDampingEveryRiseServes() throws {
         let core = try started(try Self.spec(), FakeKernel())
         for i in 0..<5 {

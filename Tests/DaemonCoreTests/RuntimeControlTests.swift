@@ -181,7 +181,10 @@ struct RuntimeControlTests {
         let path = dir.appendingPathComponent("t.json").path
         for (content, why) in [("{\"version\": 1, \"table\": \"t\", \"overrides\": {\"backends\": 3}}", "overrides.backends"),
                                ("not json", "not valid runtime state"),
-                               ("{\"version\": 1, \"table\": \"other\", \"overrides\": {\"backends\": {}}}", "it is for table other")] {
+                               ("{\"version\": 1, \"table\": \"other\", \"overrides\": {\"backends\": {}}}", "it is for table other"),
+                               // A weight of 0 would divide by zero building the slot map: not half used.
+                               ("{\"version\": 1, \"table\": \"t\", \"overrides\": {\"backends\": {\"web/10.1.0.1:80\": {\"weight\": 0, \"changed\": 1}}}}", "has a state or weight nftpool does not take"),
+                               ("{\"version\": 1, \"table\": \"t\", \"overrides\": {\"backends\": {\"web/10.1.0.1:80\": {\"state\": \"off\", \"changed\": 1}}}}", "has a state or weight nftpool does not take")] {
             try content.write(toFile: path, atomically: true, encoding: .utf8)
             let (overrides, problem) = RuntimeStateFile(path: path).load(table: "t")
             #expect(overrides.isEmpty)

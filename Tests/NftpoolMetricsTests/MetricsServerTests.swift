@@ -122,8 +122,9 @@ import Testing
     /// Slow scrapers and a stuck metrics queue cannot hold up the daemon: with one client that asks for
     /// /metrics and never reads, one that reads a byte a second, the metrics queue held for 1 s (a render
     /// that takes that long) and six more scrapes meanwhile, the loop's observer calls stay quick and
-    /// /healthz answers on another connection every time, at once. The scrapes beyond four waiting get
-    /// 503 at once; the stalled connections are closed after the idle timeout (2 s here, 10 s in the
+    /// /healthz answers on another connection every time, at once. At most four scrapes are in flight
+    /// (waiting or being sent), and the two stalled ones count: of the six, two are answered and four get
+    /// 503 at once. The stalled connections are closed after the idle timeout (2 s here, 10 s in the
     /// daemon), so they hold no connection and no response buffer longer than that.
     @Test func aSlowScrapeClientCannotHoldUpTheDaemon() throws {
         let m = DaemonMetrics(version: "1", readKernel: false)
@@ -199,13 +200,15 @@ import Testing
         #expect(slowest < .milliseconds(100), "the loop's observer calls never wait on the queue or a client")
         #expect(health.count >= 20 && health.allSatisfy { $0.code == 200 && $0.body == "ok\n" }, "\(health.filter { $0.code != 200 })")
         #expect(slowestHealth < .milliseconds(500))
-        #expect(a.filter { $0.code == 503 }.count == 2 && a.filter { $0.code == 503 }.allSatisfy { $0.after < .milliseconds(500) }, "\(a)")
-        #expect(a.filter { $0.code == 200 }.count == 4 && a.filter { $0.code == 200 }.allSatisfy { $0.length == $0.count }, "\(a)")
+        #expect(a.filter { $0.code == 503 }.count == 4 && a.filter { $0.code == 503 }.allSatisfy { $0.after < .milliseconds(500) }, "\(a)")
+        #expect(a.filter { $0.code == 200 }.count == 2 && a.filter { $0.code == 200 }.allSatisfy { $0.length == $0.count }, "\(a)")
+        // Their slots are free again: a scrape now is answered.
+        #expect(server.queuedScrapes.withLockedValue { $0 } == 0)
     }
 
-    /// At most 64 connections: the 65th is closed at once, and connections that send nothing are closed
-    /// after the idle timeout, after which /healthz answers again. (So 64 idle clients can keep /healthz
-    /// from answering for up to the idle timeout: 10 s in the daemon.)
+    /// At most 64 connections: the 65th is closed at once, and connections that send no request are closed
+    /// after the request timeout, after which /healthz answers again. (So 64 idle clients can keep /healthz
+    /// from getting a connection for up to 2 s.)
     @Test func connectionsAreBoundedAndIdleOnesClosed() throws {
         let m = DaemonMetrics(version: "1", readKernel: false)
         m.loopAlive(at: .now)
