@@ -36,7 +36,7 @@ extension NetfilterKernel {
                 let ok = message.withUnsafeBytes { ElementParser.forEachElement(in: $0) { elements.append($0) } }
                 guard ok else { throw KernelError.system("cannot parse the elements of set \(setName) read back from table inet \(name)", EPROTO) }
             }
-            snapshot.sets[setName] = KernelSnapshot.SetState(encoding: encoding, elements: elements)
+            snapshot.sets[setName] = KernelSnapshot.SetState(encoding: encoding, unsorted: elements)
         }
         for message in try dump(NFT_MSG_GETCHAIN, table: name) {
             guard let (chainName, base) = parseChain(message, table: name) else { continue }
