@@ -76,7 +76,7 @@ let package = Package(
         .executableTarget(name: "UpdateLatencyBench", dependencies: ["PoolSpec", "Ruleset", "Kernel"]),
         // Helpers for tests only: repository paths, running the built binary, scratch network namespaces.
         .target(name: "TestSupport", dependencies: ["PoolSpec"], path: "Tests/TestSupport"),
-        .testTarget(name: "PoolSpecTests", dependencies: ["PoolSpec", "TestSupport"]),
+        .testTarget(name: "PoolSpecTests", dependencies: ["PoolSpec", "TestSupport", .product(name: "Yams", package: "Yams")]),
         .testTarget(
             name: "ProbesTests",
             dependencies: [

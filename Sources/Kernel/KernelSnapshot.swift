@@ -5,13 +5,34 @@ import Ruleset
 struct KernelSnapshot: Equatable {
     struct SetState: Equatable {
         var encoding: SetEncoding
-        /// Sorted by key (keys are unique in a set), so two states compare as arrays and the plan can
-        /// walk actual and desired side by side.
-        var elements: [ElementBytes]
+        /// The elements' digest: equal digests are taken as equal element lists (ElementDigest).
+        let digest: ElementDigest
+        /// As given: a read-back keeps the kernel's order, and sorts only if a comparison needs it.
+        private let stored: [ElementBytes]
+        private let isSorted: Bool
 
         init(encoding: SetEncoding, elements: [ElementBytes]) {
+            self.init(encoding: encoding, elements.sorted { $0.key < $1.key }, isSorted: true)
+        }
+
+        /// Elements in any order (a dump's); sorted only when `elements` is asked for.
+        init(encoding: SetEncoding, unsorted elements: [ElementBytes]) {
+            self.init(encoding: encoding, elements, isSorted: false)
+        }
+
+        private init(encoding: SetEncoding, _ elements: [ElementBytes], isSorted: Bool) {
             self.encoding = encoding
-            self.elements = elements.sorted { $0.key < $1.key }
+            stored = elements
+            digest = ElementDigest(elements)
+            self.isSorted = isSorted
+        }
+
+        /// Sorted by key (keys are unique in a set), so two states compare as arrays and the plan can
+        /// walk actual and desired side by side.
+        var elements: [ElementBytes] { isSorted ? stored : stored.sorted { $0.key < $1.key } }
+
+        static func == (a: SetState, b: SetState) -> Bool {
+            a.encoding == b.encoding && a.digest == b.digest && a.elements == b.elements
         }
     }
 
@@ -45,14 +66,14 @@ struct KernelSnapshot: Equatable {
 extension KernelSnapshot.ElementBytes {
     /// The wire form of a model element.
     init(_ element: Element) {
-        key = PackedBytes(SetEncoding.bytes(element.key))
+        key = SetEncoding.packed(element.key)
         switch element.data {
         case nil:
             data = nil
             verdict = nil
             chain = nil
         case .values(let values)?:
-            data = PackedBytes(SetEncoding.bytes(values))
+            data = SetEncoding.packed(values)
             verdict = nil
             chain = nil
         case .verdict(.goto(let name))?:

@@ -129,9 +129,36 @@ public final class NetfilterKernel {
     /// whole and the plan is read and made again.
     @discardableResult
     public func apply(_ table: Table, force: Bool = false) throws(KernelError) -> ApplyReport {
+        try apply(table, force: force, firstRead: nil)
+    }
+
+    /// `apply(build())`, with the kernel's table read while `build` runs on another thread: at 10,000
+    /// backends building the desired table and reading the kernel's back take about as long each.
+    @discardableResult
+    public func apply(tableNamed name: String, force: Bool = false, building build: @escaping @Sendable () -> Table)
+        throws(KernelError) -> ApplyReport
+    {
+        nonisolated(unsafe) var built: Table?  // written by the builder, read after group.wait()
+        let group = DispatchGroup()
+        DispatchQueue.global().async(group: group) { built = build() }
+        let first = try read(name)
+        group.wait()
+        guard let table = built, table.name == name else { preconditionFailure("the table built is not table inet \(name)") }
+        return try apply(table, force: force, firstRead: first)
+    }
+
+    private func apply(_ table: Table, force: Bool, firstRead: (found: Found, generation: UInt32)?) throws(KernelError) -> ApplyReport {
         var retries = 0
+        var pending = firstRead
         while true {
-            let (plan, generation) = try plan(for: table, force: force)
+            let read: (found: Found, generation: UInt32)
+            if let first = pending {
+                read = first
+                pending = nil
+            } else {
+                read = try self.read(table.name)
+            }
+            let plan = try Self.plan(read.found, for: table, force: force), generation = read.generation
             var batch = NetlinkBatch(firstSequence: nextSequence(), generation: generation)
             switch plan {
             case .create:
@@ -182,20 +209,41 @@ public final class NetfilterKernel {
         }
     }
 
-    /// The plan and the generation it was read at (one consistent read).
-    func plan(for table: Table, force: Bool) throws(KernelError) -> (plan: Plan, generation: UInt32) {
-        let read = try consistentRead { () throws(KernelError) -> Plan in
-            switch try ownership(of: table.name) {
-            case .absent: return .create
-            case .foreign:
-                if !force { throw KernelError.notOurs(table: table.name) }
-                return .takeOver
+    /// What the kernel holds under a table's name.
+    enum Found {
+        case absent
+        case foreign
+        case ours(KernelSnapshot)
+    }
+
+    /// Table inet `name` as the kernel holds it, and the generation it was read at (one consistent read).
+    func read(_ name: String) throws(KernelError) -> (found: Found, generation: UInt32) {
+        let read = try consistentRead { () throws(KernelError) -> Found in
+            switch try ownership(of: name) {
+            case .absent: return .absent
+            case .foreign: return .foreign
             case .ours:
-                guard let actual = try readSnapshot(of: table.name) else { return .create }
-                return .change(TablePlan(from: actual, to: table))
+                guard let actual = try readSnapshot(of: name) else { return .absent }
+                return .ours(actual)
             }
         }
         return (read.value, read.generation)
+    }
+
+    static func plan(_ found: Found, for table: Table, force: Bool) throws(KernelError) -> Plan {
+        switch found {
+        case .absent: return .create
+        case .foreign:
+            if !force { throw KernelError.notOurs(table: table.name) }
+            return .takeOver
+        case .ours(let actual): return .change(TablePlan(from: actual, to: table))
+        }
+    }
+
+    /// The plan and the generation it was read at (one consistent read).
+    func plan(for table: Table, force: Bool) throws(KernelError) -> (plan: Plan, generation: UInt32) {
+        let read = try read(table.name)
+        return (try Self.plan(read.found, for: table, force: force), read.generation)
     }
 
     /// Deletes table inet `name` if it is nftpool's. Returns false when there was none. Guarded by the

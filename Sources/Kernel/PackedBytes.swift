@@ -37,9 +37,19 @@ struct PackedBytes: Hashable, Comparable {
     }
 
     /// Byte order (as the bytes read), the shorter first when one is a prefix of the other.
+    /// Word by word, no arrays: sorting 90,000 keys calls this about 1.5 million times.
     static func < (a: PackedBytes, b: PackedBytes) -> Bool {
-        let x = [a.words.0, a.words.1, a.words.2, a.words.3], y = [b.words.0, b.words.1, b.words.2, b.words.3]
-        for i in 0..<4 where x[i] != y[i] { return UInt64(bigEndian: x[i]) < UInt64(bigEndian: y[i]) }
+        if a.words.0 != b.words.0 { return a.words.0.bigEndian < b.words.0.bigEndian }
+        if a.words.1 != b.words.1 { return a.words.1.bigEndian < b.words.1.bigEndian }
+        if a.words.2 != b.words.2 { return a.words.2.bigEndian < b.words.2.bigEndian }
+        if a.words.3 != b.words.3 { return a.words.3.bigEndian < b.words.3.bigEndian }
         return a.count < b.count
+    }
+
+    /// `count` bytes written by `fill` into zeroed storage (count <= capacity).
+    init(count: Int, _ fill: (UnsafeMutableRawBufferPointer) -> Void) {
+        precondition(count <= Self.capacity, "a set value of \(count) bytes is longer than nftpool ever sends")
+        self.count = count
+        Swift.withUnsafeMutableBytes(of: &words) { fill(UnsafeMutableRawBufferPointer(rebasing: $0[..<count])) }
     }
 }

@@ -35,6 +35,8 @@ struct TablePlan {
                 recreatedSets.insert(set.name)
                 continue
             }
+            // Equal digests: the kernel holds exactly these elements (no sort, no walk).
+            if have.digest == ElementDigest(set.elements.lazy.map(KernelSnapshot.ElementBytes.init)) { continue }
             let (gone, new) = Self.elementChanges(have: have.elements, want: set.elements)
             if !gone.isEmpty { deleteElements.append((set.name, gone)) }
             if !new.isEmpty { addElements.append((set, new)) }

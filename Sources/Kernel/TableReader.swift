@@ -33,9 +33,10 @@ extension NetfilterKernel {
             guard let (setName, encoding) = parseSet(message) else { continue }
             var elements: [KernelSnapshot.ElementBytes] = []
             for message in try dump(NFT_MSG_GETSETELEM, table: name, set: setName) {
-                elements += parseElements(message)
+                let ok = message.withUnsafeBytes { ElementParser.forEachElement(in: $0) { elements.append($0) } }
+                guard ok else { throw KernelError.system("cannot parse the elements of set \(setName) read back from table inet \(name)", EPROTO) }
             }
-            snapshot.sets[setName] = KernelSnapshot.SetState(encoding: encoding, elements: elements)
+            snapshot.sets[setName] = KernelSnapshot.SetState(encoding: encoding, unsorted: elements)
         }
         for message in try dump(NFT_MSG_GETCHAIN, table: name) {
             guard let (chainName, base) = parseChain(message, table: name) else { continue }
@@ -118,8 +119,12 @@ extension NetfilterKernel {
         }
     }
 
-    private func parseElements(_ message: [UInt8]) -> [KernelSnapshot.ElementBytes] {
-        withMessage(message) { nlh in
+    /// The same as ElementParser, through one libnftnl object per element: the reference the lean parser
+    /// is tested against.
+    static func parseElementsWithLibnftnl(_ message: [UInt8]) -> [KernelSnapshot.ElementBytes] {
+        var copy = message
+        return copy.withUnsafeMutableBytes { raw in
+            let nlh = UnsafePointer(raw.baseAddress!.assumingMemoryBound(to: nlmsghdr.self))
             let s = nftnl_set_alloc()!
             defer { nftnl_set_free(s) }
             guard nftnl_set_elems_nlmsg_parse(nlh, s) >= 0, let it = nftnl_set_elems_iter_create(s) else { return [] }

@@ -1,5 +1,4 @@
 import Foundation
-import Yams
 
 /// A parsed spec document, before it means anything: what YAML and JSON have in common. Keeping the
 /// mapping's key order and knowing whether a scalar was quoted lets validation say exactly what is wrong.
@@ -78,47 +77,7 @@ enum SpecDocument {
     }
 
     private static func parseYAML(_ text: String) throws(SpecErrors) -> SpecNode {
-        let aliases = YAMLAliases.errors(in: text)
-        if !aliases.isEmpty { throw SpecErrors(aliases) }
-        let root: Node?
-        do {
-            // Only the text and quoting of scalars matter here (FieldReader types them), so skip Yams' regex
-            // tag resolution: it was most of the parse time of a 10,000-backend spec.
-            root = try Yams.compose(yaml: text, .basic)
-        } catch {
-            throw SpecErrors([SpecError(path: "spec", message: "not valid YAML: \(oneLine("\(error)"))")])
-        }
-        guard let root else {
-            throw SpecErrors([SpecError(path: "spec", message: "the document is empty")])
-        }
-        var errors: [SpecError] = []
-        let node = convert(root, path: "spec", errors: &errors)
-        if !errors.isEmpty { throw SpecErrors(errors) }
-        return node
-    }
-
-    private static func convert(_ node: Node, path: String, errors: inout [SpecError]) -> SpecNode {
-        switch node {
-        case .scalar(let s):
-            return .scalar(.init(text: s.string, kind: s.style == .plain || s.style == .any ? .plain : .string))
-        case .sequence(let seq):
-            return .sequence(seq.enumerated().map { convert($1, path: "\(path)[\($0)]", errors: &errors) })
-        case .mapping(let map):
-            var entries: [SpecNode.Entry] = []
-            for (k, v) in map {
-                guard case .scalar(let keyScalar) = k else {
-                    errors.append(SpecError(path: path, message: "a mapping key must be a plain name"))
-                    continue
-                }
-                let key = keyScalar.string
-                let childPath = FieldReader.joinKey(path == "spec" ? "" : path, key)
-                entries.append(.init(key: key, value: convert(v, path: childPath, errors: &errors)))
-            }
-            return .mapping(entries)
-        case .alias:
-            errors.append(SpecError(path: path, message: "YAML aliases are not supported: write the value out"))
-            return .scalar(.init(text: "", kind: .plain))
-        }
+        try YAMLDocument.parse(text)
     }
 
     /// A parser's message on one line, cut short: libyaml's quotes the whole line it stopped on. Cut

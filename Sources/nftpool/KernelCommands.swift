@@ -60,16 +60,20 @@ struct ApplyCommand: ParsableCommand {
     @OptionGroup var options: KernelOptions
 
     func run() throws {
-        let (spec, table, kernel) = try options.prepare(input)
+        let spec = try input.load(readingCAFiles: false)
         try options.refuseWhileADaemonRuns(spec.table)
-        let report = try reportingKernelErrors { () throws(KernelError) in try kernel.apply(table, force: options.force) }
+        let kernel = try options.kernel()
+        // The table is built on another thread while the kernel's is read back.
+        let report = try reportingKernelErrors { () throws(KernelError) in
+            try kernel.apply(tableNamed: spec.table, force: options.force) { RulesetBuilder.table(for: spec) }
+        }
         guard report.messages > 0 else {
-            print("table inet \(table.name) is up to date: nothing sent")
+            print("table inet \(spec.table) is up to date: nothing sent")
             return
         }
         let backends = spec.pools.reduce(0) { $0 + $1.backends.count }
         print(
-            "applied table inet \(table.name): \(plural(spec.pools.count, "pool")), \(plural(backends, "backend")); "
+            "applied table inet \(spec.table): \(plural(spec.pools.count, "pool")), \(plural(backends, "backend")); "
                 + "one transaction of \(report.messages) messages (\(report.bytes) bytes)"
                 + (report.replaced ? ", replacing a table nftpool did not make" : ""))
     }

@@ -166,6 +166,40 @@ func specPath(_ name: String) -> String { Repo.rulesets.appendingPathComponent("
         let listing = try ns.exec("nft", ["list", "map", "inet", "nftpool", "pool-web-slots"]).out
         #expect(listing.components(separatedBy: " : 10.10.").count - 1 == 5000)
     }
+
+    /// `nftpool apply` builds the table on another thread while it reads the kernel's, and compares
+    /// sets by digest: a no-change re-apply still sends nothing, and hand edits of slots, the backends
+    /// set and a frontend's verdict are all repaired, as nft lists them.
+    @Test func theCLIsReapplySendsNothingAndRepairsHandEdits() throws {
+        try ScratchNamespace.requireKernelTools()
+        let ns = try ScratchNamespace("reapply")
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("reapply-\(getpid()).yaml")
+        let spec = PlanFixtures.spec(pools: 40, backends: 30)  // >= 16 pools: slot tables on two threads
+        let text = "table: big\npools:\n" + spec.pools.map { p in
+            "  - name: \(p.name)\n    frontends: [{address: \(p.frontends[0].address), port: 443}]\n    backends:\n"
+                + p.backends.map { "      - {address: \($0.address), port: \($0.port)}\n" }.joined()
+        }.joined()
+        try text.write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let apply = { try Repo.run(Repo.nftpool, ["apply", "--netns", ns.name, file.path]) }
+        #expect(try apply().out.hasPrefix("applied table inet big"))
+        let listed = try ns.exec("nft", ["list", "table", "inet", "big"]).out
+        let kernel = try NetfilterKernel(netns: ns.name)
+        let generation = try kernel.generation()
+        #expect(try apply().out.contains("nothing sent"))
+        #expect(try kernel.generation() == generation)
+        for edit in [
+            "delete element inet big pool-p3-slots { 7 }",
+            "add element inet big backends-v4 { 192.0.2.1 . tcp . 9 }",
+            "delete element inet big frontends-v4 { 10.0.5.1 . tcp . 443 }",
+            "add element inet big frontends-v4 { 10.0.5.1 . tcp . 443 : drop }",
+        ] {
+            #expect(try ns.exec("nft", [edit]).status == 0, "\(edit)")
+        }
+        #expect(try apply().out.hasPrefix("applied table inet big"))
+        #expect(try kernel.diff(RulesetBuilder.table(for: spec)).isEmpty)
+        #expect(try ns.exec("nft", ["list", "table", "inet", "big"]).out == listed)
+    }
 }
 
 @Suite(.serialized) struct DiffTests {

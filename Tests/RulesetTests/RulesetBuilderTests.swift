@@ -93,3 +93,22 @@ func frontendVerdict(_ table: Table, _ pool: Pool) -> Verdict? {
         #expect(Set(table.chains.map(\.name)).count == table.chains.count)
     }
 }
+
+/// Pools' slot tables are built on two threads from 16 pools up: the same table as one by one.
+struct ParallelLayoutTests {
+    @Test func twoThreadsBuildWhatOneBuilds() {
+        let pools = (0..<37).map { p in
+            Pool(
+                name: "p\(p)", frontends: [Frontend(address: IPAddress("10.0.\(p).1")!, port: 443)],
+                scheduler: p % 2 == 0 ? .roundRobin : .sourceHash,
+                backends: (0..<(p % 5 + 2)).map { Backend(address: IPAddress("172.16.\(p).\($0 + 1)")!, port: 80, weight: $0 + 1) })
+        }
+        let s = spec(pools)
+        let (layouts, maps) = PoolLayout.all(s, health: .allUp)
+        let one = pools.map { PoolLayout($0, table: s.table, health: .allUp) }
+        #expect(layouts.map(\.pool) == pools)
+        #expect(layouts.map(\.slots) == one.map(\.slots))
+        #expect(maps == one.map(\.slotMap))
+        #expect(RulesetBuilder.table(for: s).sets.suffix(pools.count) == one.map(\.slotMap)[...])
+    }
+}
