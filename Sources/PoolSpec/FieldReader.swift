@@ -147,8 +147,19 @@ struct FieldReader {
     static func show(_ text: String, quoted: Bool = true) -> String {
         var shown = SpecError.escaped(text.count > 64 ? String(text.prefix(48)) : text)
         if text.count > 64 { shown += "… (\(text.count) characters)" }
-        return quoted ? "\"\(shown)\"" : shown
+        guard quoted else { return shown }
+        // A quote stays a character of its own: a combining mark first (or a prepended mark last)
+        // would fuse with it into one grapheme, on screen and for any reader that splits characters.
+        if let first = shown.unicodeScalars.first, "\"\(first)".count == 1 {
+            shown = escapedScalar(first) + String(shown.unicodeScalars.dropFirst())
+        }
+        if let last = shown.unicodeScalars.last, "\(last)\"".count == 1 {
+            shown = String(shown.unicodeScalars.dropLast()) + escapedScalar(last)
+        }
+        return "\"\(shown)\""
     }
+
+    private static func escapedScalar(_ u: Unicode.Scalar) -> String { "\\u{\(String(u.value, radix: 16))}" }
 
     static func kind(of node: SpecNode) -> String {
         switch node {

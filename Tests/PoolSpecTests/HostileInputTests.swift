@@ -68,6 +68,21 @@ import Testing
         ])
     }
 
+    /// Found by the fuzzer: a key that starts with a combining mark (U+06EA) fused with its opening
+    /// quote into one character, so the path no longer read as a quoted key. Such a mark is escaped,
+    /// and so is a prepended mark (U+0600) that would fuse with the closing quote.
+    @Test func aQuoteNeverFusesWithAMarkInTheKey() {
+        #expect(errors(edited("table: lb", "table: lb\n\"\u{6ea}\u{113}ess Wetn:t\": 1")) == [
+            #""\u{6ea}ēess Wetn:t": unknown field; known fields here: table, pools, ha"#
+        ])
+        #expect(errors(edited("table: lb", "table: lb\n\"a\u{600}\": 1")) == [
+            #""a\u{600}": unknown field; known fields here: table, pools, ha"#
+        ])
+        for e in errors(edited("table: lb", "table: lb\n\"\u{301}x\": 1")) {
+            #expect(e.first == "\"", "\(e)")
+        }
+    }
+
     /// Found by the fuzzer: libyaml quotes the line it refused, here 150 control characters, each
     /// escaped to `\u{1a}`; the message was cut before escaping and came out over 1,000 characters.
     @Test func aParserMessageIsCutAfterEscaping() {
