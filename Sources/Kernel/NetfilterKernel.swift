@@ -1,5 +1,6 @@
 import CNetfilter
 import Foundation
+import Synchronization
 import Ruleset
 
 /// The kernel's nftables, reached over netlink. Only table inet <name> of the spec is ever written. Reads
@@ -7,6 +8,10 @@ import Ruleset
 /// but ours are dropped as they are parsed.
 public final class NetfilterKernel {
     let socket: NetlinkSocket
+    /// A second socket, opened with the first (in its namespace), that reads half of the sets' elements
+    /// while the first reads the other half: the kernel fills a dump in the reading thread, so two
+    /// readers use both cores (TableReader.readElements).
+    let secondSocket: NetlinkSocket
     private var sequence: UInt32
     /// The ruleset generation right after our last commit (see IncrementalApply).
     private(set) var lastGeneration: UInt32?
@@ -32,9 +37,9 @@ public final class NetfilterKernel {
     /// stays in the namespace it was made in, so the thread switches back at once and nothing else moves.
     public init(netns: String? = nil) throws(KernelError) {
         if let netns {
-            socket = try Self.inNamespace(netns) { () throws(KernelError) in try NetlinkSocket() }
+            (socket, secondSocket) = try Self.inNamespace(netns) { () throws(KernelError) in try (NetlinkSocket(), NetlinkSocket()) }
         } else {
-            socket = try NetlinkSocket()
+            (socket, secondSocket) = (try NetlinkSocket(), try NetlinkSocket())
         }
         sequence = UInt32(truncatingIfNeeded: Int(Date().timeIntervalSince1970))
     }
@@ -79,7 +84,15 @@ public final class NetfilterKernel {
         _ type: nf_tables_msg_types, family: Int32 = Int32(NFPROTO_INET), flags: Int32 = 0,
         payload: (UnsafeMutablePointer<nlmsghdr>) -> Void = { _ in }
     ) throws(KernelError) -> (errno: Int32, messages: [[UInt8]], interrupted: Bool) {
-        let seq = nextSequence()
+        try Self.request(type, family: family, flags: flags, sequence: nextSequence(), on: socket, payload: payload)
+    }
+
+    /// `request` on any socket with the sequence number given: what a second reading thread uses, as
+    /// it must not touch the kernel object's own sequence or socket.
+    static func request(
+        _ type: nf_tables_msg_types, family: Int32 = Int32(NFPROTO_INET), flags: Int32 = 0, sequence seq: UInt32,
+        on socket: NetlinkSocket, payload: (UnsafeMutablePointer<nlmsghdr>) -> Void = { _ in }
+    ) throws(KernelError) -> (errno: Int32, messages: [[UInt8]], interrupted: Bool) {
         var buffer = [UInt8](repeating: 0, count: 4096)
         let length = buffer.withUnsafeMutableBytes { raw -> Int in
             let nlh = nftnl_nlmsg_build_hdr(
@@ -88,7 +101,8 @@ public final class NetfilterKernel {
             payload(nlh)
             return Int(nlh.pointee.nlmsg_len)
         }
-        let reply = try exchange(Array(buffer[0..<length]), sequences: [seq])
+        try socket.send(Array(buffer[0..<length]))
+        let reply = try socket.collect(expected: [seq])
         return (reply.status[seq] ?? 0, reply.messages, reply.interrupted.contains(seq))
     }
 
@@ -138,16 +152,48 @@ public final class NetfilterKernel {
     public func apply(tableNamed name: String, force: Bool = false, building build: @escaping @Sendable () -> Table)
         throws(KernelError) -> ApplyReport
     {
-        nonisolated(unsafe) var built: Table?  // written by the builder, read after group.wait()
+        // Written by the builder, read after group.wait(). The wanted sets' digests are made there too,
+        // unless the read has found no table of ours to compare them with (a first apply): a no-change
+        // apply compares them with the kernel's (8 ms for 80,000 elements at 10,000 backends).
+        nonisolated(unsafe) var built: (table: Table, digests: [String: ElementDigest]?)?
+        let willCompare = CompareFlag()
         let group = DispatchGroup()
-        DispatchQueue.global().async(group: group) { built = build() }
-        let first = try read(name)
+        DispatchQueue.global().async(group: group) {
+            let table = build()
+            built = (table, willCompare.value.withLock { $0 } ? TablePlan.digests(table) : nil)
+        }
+        let first: (found: Found, generation: UInt32)
+        do throws(KernelError) {
+            first = try read(name)
+        } catch {
+            group.wait()
+            throw error
+        }
+        if case .ours = first.found {} else { willCompare.value.withLock { $0 = false } }
         group.wait()
-        guard let table = built, table.name == name else { preconditionFailure("the table built is not table inet \(name)") }
-        return try apply(table, force: force, firstRead: first)
+        var table: Table? = built?.table
+        let digests = built?.digests
+        built = nil
+        guard let wanted = table, wanted.name == name else { preconditionFailure("the table built is not table inet \(name)") }
+        defer { Self.releaseElsewhere(&table) }
+        return try apply(wanted, force: force, firstRead: first, digests: digests)
     }
 
-    private func apply(_ table: Table, force: Bool, firstRead: (found: Found, generation: UInt32)?) throws(KernelError) -> ApplyReport {
+    /// Drops `table` on another thread. A built table of 10,000 backends holds 80,000 elements of two
+    /// arrays each; freeing them took about 5 ms that whoever applied need not wait for.
+    static func releaseElsewhere(_ table: inout Table?) {
+        let last = table
+        table = nil
+        DispatchQueue.global(qos: .utility).async { withExtendedLifetime(last) {} }
+    }
+
+    private final class CompareFlag: Sendable {
+        let value = Mutex(true)
+    }
+
+    private func apply(
+        _ table: Table, force: Bool, firstRead: (found: Found, generation: UInt32)?, digests: [String: ElementDigest]? = nil
+    ) throws(KernelError) -> ApplyReport {
         var retries = 0
         var pending = firstRead
         while true {
@@ -158,7 +204,7 @@ public final class NetfilterKernel {
             } else {
                 read = try self.read(table.name)
             }
-            let plan = try Self.plan(read.found, for: table, force: force), generation = read.generation
+            let plan = try Self.plan(read.found, for: table, force: force, digests: digests), generation = read.generation
             var batch = NetlinkBatch(firstSequence: nextSequence(), generation: generation)
             switch plan {
             case .create:
@@ -230,13 +276,13 @@ public final class NetfilterKernel {
         return (read.value, read.generation)
     }
 
-    static func plan(_ found: Found, for table: Table, force: Bool) throws(KernelError) -> Plan {
+    static func plan(_ found: Found, for table: Table, force: Bool, digests: [String: ElementDigest]? = nil) throws(KernelError) -> Plan {
         switch found {
         case .absent: return .create
         case .foreign:
             if !force { throw KernelError.notOurs(table: table.name) }
             return .takeOver
-        case .ours(let actual): return .change(TablePlan(from: actual, to: table))
+        case .ours(let actual): return .change(TablePlan(from: actual, to: table, digests: digests))
         }
     }
 

@@ -20,7 +20,9 @@ struct TablePlan {
 
     init() {}
 
-    init(from actual: KernelSnapshot, to table: Table) {
+    /// `digests`: each wanted set's ElementDigest, when the caller made them already (on the thread
+    /// that built the table, while the kernel's was read back); otherwise they are made here.
+    init(from actual: KernelSnapshot, to table: Table, digests: [String: ElementDigest]? = nil) {
         // Elements are compared by elementChanges; the desired snapshot is only needed without them.
         let desired = KernelSnapshot(desired: table, elements: false)
         var recreatedSets = Set<String>()
@@ -36,7 +38,7 @@ struct TablePlan {
                 continue
             }
             // Equal digests: the kernel holds exactly these elements (no sort, no walk).
-            if have.digest == ElementDigest(set.elements.lazy.map(KernelSnapshot.ElementBytes.init)) { continue }
+            if have.digest == digests?[set.name] ?? Self.digest(set) { continue }
             let (gone, new) = Self.elementChanges(have: have.elements, want: set.elements)
             if !gone.isEmpty { deleteElements.append((set.name, gone)) }
             if !new.isEmpty { addElements.append((set, new)) }
@@ -69,6 +71,12 @@ struct TablePlan {
             deleteRules += actual.chains[name]!.rules.map { (name, $0.handle) }
             deleteChains.append(name)
         }
+    }
+
+    static func digest(_ set: NamedSet) -> ElementDigest { ElementDigest(set.elements.lazy.map(KernelSnapshot.ElementBytes.init)) }
+
+    static func digests(_ table: Table) -> [String: ElementDigest] {
+        Dictionary(uniqueKeysWithValues: table.sets.map { ($0.name, digest($0)) })
     }
 
     /// One walk over both key-sorted lists: an element whose key is held with other data is deleted and

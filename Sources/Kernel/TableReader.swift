@@ -1,5 +1,7 @@
 import CNetfilter
+import Dispatch
 import Ruleset
+import Synchronization
 
 /// Reads table inet <name> back over netlink (dumps of sets, elements, chains, rules) into a snapshot.
 /// Read-only. The chain dump returns every inet table's chains; parseChain keeps ours and drops the rest.
@@ -29,13 +31,9 @@ extension NetfilterKernel {
         guard let comment = try tableComment(name) else { return nil }
         var snapshot = KernelSnapshot(comment: comment, sets: [:], chains: [:])
 
-        for message in try dump(NFT_MSG_GETSET, table: name) {
-            guard let (setName, encoding) = parseSet(message) else { continue }
-            var elements: [KernelSnapshot.ElementBytes] = []
-            for message in try dump(NFT_MSG_GETSETELEM, table: name, set: setName) {
-                let ok = message.withUnsafeBytes { ElementParser.forEachElement(in: $0) { elements.append($0) } }
-                guard ok else { throw KernelError.system("cannot parse the elements of set \(setName) read back from table inet \(name)", EPROTO) }
-            }
+        let sets = try dump(NFT_MSG_GETSET, table: name).compactMap(parseSet)
+        let elements = try readElements(of: sets.map(\.0), table: name)
+        for ((setName, encoding), elements) in zip(sets, elements) {
             snapshot.sets[setName] = KernelSnapshot.SetState(encoding: encoding, unsorted: elements)
         }
         for message in try dump(NFT_MSG_GETCHAIN, table: name) {
@@ -49,8 +47,48 @@ extension NetfilterKernel {
         return snapshot
     }
 
+    /// The elements of each set, read by two threads, each on its own socket, taking the next set as
+    /// it finishes one. At 10,000 backends (80,000 elements in 108 sets) one thread took 47 ms.
+    func readElements(of sets: [String], table: String) throws(KernelError) -> [[KernelSnapshot.ElementBytes]] {
+        var results = [Result<[KernelSnapshot.ElementBytes], KernelError>](repeating: .success([]), count: sets.count)
+        let next = Mutex(0)
+        let sequences = (nextSequence(), nextSequence() &+ 0x4000_0000)  // apart: the two never meet
+        nonisolated(unsafe) let sockets = (socket, secondSocket)  // each used by one thread only
+        results.withUnsafeMutableBufferPointer { buffer in
+            nonisolated(unsafe) let out = buffer  // each set's slot is written by the one thread that took it
+            DispatchQueue.concurrentPerform(iterations: sets.isEmpty ? 0 : 2) { reader in
+                var sequence = reader == 0 ? sequences.0 : sequences.1
+                let socket = reader == 0 ? sockets.0 : sockets.1
+                while case let i = next.withLock({ i in defer { i += 1 }; return i }), i < sets.count {
+                    sequence &+= 1
+                    out[i] = Result { () throws(KernelError) in
+                        try Self.elements(of: sets[i], table: table, sequence: sequence, on: socket)
+                    }
+                }
+            }
+        }
+        return try results.map { result throws(KernelError) in try result.get() }
+    }
+
+    static func elements(of set: String, table: String, sequence: UInt32, on socket: NetlinkSocket) throws(KernelError)
+        -> [KernelSnapshot.ElementBytes]
+    {
+        var elements: [KernelSnapshot.ElementBytes] = []
+        for message in try dump(NFT_MSG_GETSETELEM, table: table, set: set, sequence: sequence, on: socket) {
+            let ok = message.withUnsafeBytes { ElementParser.forEachElement(in: $0) { elements.append($0) } }
+            guard ok else { throw KernelError.system("cannot parse the elements of set \(set) read back from table inet \(table)", EPROTO) }
+        }
+        return elements
+    }
+
     func dump(_ type: nf_tables_msg_types, table: String, set: String? = nil) throws(KernelError) -> [[UInt8]] {
-        let reply = try request(type, flags: NLM_F_DUMP) { nlh in
+        try Self.dump(type, table: table, set: set, sequence: nextSequence(), on: socket)
+    }
+
+    static func dump(_ type: nf_tables_msg_types, table: String, set: String?, sequence: UInt32, on socket: NetlinkSocket)
+        throws(KernelError) -> [[UInt8]]
+    {
+        let reply = try request(type, flags: NLM_F_DUMP, sequence: sequence, on: socket) { nlh in
             switch type {
             case NFT_MSG_GETSET, NFT_MSG_GETSETELEM:
                 let s = nftnl_set_alloc()!
