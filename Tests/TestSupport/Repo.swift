@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Paths inside the repository, found from this file's location so tests run from any directory.
 public enum Repo {
@@ -41,11 +42,15 @@ public enum Repo {
 /// process id so that parallel tests and runs never share one; nothing here touches the host's namespace.
 public final class ScratchNamespace {
     public let name: String
-    nonisolated(unsafe) private static var counter = 0
+    /// Locked: parallel tests that read the same count would name the same namespace.
+    private static let counter = Mutex(0)
 
     public init(_ label: String) throws {
-        Self.counter += 1
-        name = "nftpool-t\(getpid())-\(Self.counter)-\(label)".prefix(60).description
+        let n = Self.counter.withLock { n in
+            n += 1
+            return n
+        }
+        name = "nftpool-t\(getpid())-\(n)-\(label)".prefix(60).description
         let r = try Repo.run(Self.ip, ["netns", "add", name])
         guard r.status == 0 else {
             throw KernelTestError("cannot create network namespace \(name) (root and iproute2 needed): \(r.err)")

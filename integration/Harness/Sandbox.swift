@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TestSupport
 
 /// A topology of network namespaces for real traffic through nftpool, made for one test and torn down
@@ -36,12 +37,17 @@ public final class Sandbox {
     public let options: Options
     private var servers: [Process] = []
     private var background: [Process] = []
-    nonisolated(unsafe) private static var counter = 0
+    /// Locked: tests run in parallel, and two that read the same count built the same namespaces
+    /// ("File exists", then both failed).
+    private static let counter = Mutex(0)
 
     /// This run's next sandbox name prefix (`npi<pid>-<n>`): sweepLeftovers knows it by that.
     static func nextTag() -> String {
-        counter += 1
-        return "npi\(getpid())-\(counter)"
+        let n = counter.withLock { n in
+            n += 1
+            return n
+        }
+        return "npi\(getpid())-\(n)"
     }
 
     public static func backendName(_ i: Int) -> String { "b\(i)" }
