@@ -52,7 +52,10 @@ extension NetfilterKernel {
     func readElements(of sets: [String], table: String) throws(KernelError) -> [[KernelSnapshot.ElementBytes]] {
         var results = [Result<[KernelSnapshot.ElementBytes], KernelError>](repeating: .success([]), count: sets.count)
         let next = Mutex(0)
-        let sequences = (nextSequence(), nextSequence() &+ 0x4000_0000)  // apart: the two never meet
+        // The first socket's numbers are taken from the kernel object's sequence (reserved for every set,
+        // so its later requests never reuse one); the second socket has its own replies and numbers.
+        let sequences = (nextSequence(), UInt32(0))
+        for _ in sets { _ = nextSequence() }
         nonisolated(unsafe) let sockets = (socket, secondSocket)  // each used by one thread only
         results.withUnsafeMutableBufferPointer { buffer in
             nonisolated(unsafe) let out = buffer  // each set's slot is written by the one thread that took it
